@@ -1,0 +1,1 @@
+"""Scoring distilled sets: protocols (versioned YAML), the trainer, label modes, result records."""

@@ -1,0 +1,87 @@
+"""Distillation methods: the interface every method implements, and the method registry.
+
+A method turns the real training split of a subset (:class:`compdd.data.SubsetTensors`) and an IPC
+into a :class:`compdd.distilled.DistilledSet`. Built-in methods are the modules of this package and
+register themselves on import; third-party ones (like ``edf``) register through the entry-point group
+``compdd.methods`` with a value pointing at a :class:`Method` subclass.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from compdd.plugins import import_submodules, load_entry_points
+from compdd.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from compdd.data import SubsetTensors
+    from compdd.distilled import DistilledSet
+
+ENTRY_POINT_GROUP = "compdd.methods"
+
+
+class ConfigError(ValueError):
+    """A method or protocol was given a config key or value it does not accept."""
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's config: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Method(ABC):
+    """A dataset-distillation method.
+
+    Subclasses set ``name``, a ``Config`` (a :class:`MethodConfig` subclass holding every
+    hyper-parameter with its default) and implement :meth:`distill`.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    description: ClassVar[str] = ""
+
+    def __init__(self, **config: Any):
+        try:
+            self.config = self.Config(**config)
+        except ValidationError as e:
+            known = ", ".join(self.Config.model_fields) or "(none)"
+            raise ConfigError(f"bad config for method {self.name!r}: {e.errors()[0]['loc']}: "
+                              f"{e.errors()[0]['msg']}; known keys: {known}") from None
+
+    @abstractmethod
+    def distill(self, train: SubsetTensors, ipc: int, *, seed: int = 0,
+                device: str | torch.device = "cpu", progress: bool = True) -> DistilledSet:
+        """Distil ``ipc`` images per class from ``train``. Must be deterministic in ``seed`` on a device."""
+
+
+def _load(reg: Registry[type[Method]]) -> None:
+    import compdd.methods as pkg
+
+    import_submodules(pkg)
+    for name, obj in load_entry_points(ENTRY_POINT_GROUP).items():
+        if not (isinstance(obj, type) and issubclass(obj, Method)):
+            continue
+        reg.add(name, obj, replace=True, origin="entry-point", description=obj.description)
+
+
+METHODS: Registry[type[Method]] = Registry("method", _load)
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator for built-in methods: registers ``cls`` under ``cls.name``."""
+    return METHODS.add(cls.name, cls, origin="builtin", description=cls.description)
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    return METHODS.names(pattern)
+
+
+def create_method(name: str, **config: Any) -> Method:
+    """Build a method by name; ``config`` keys are validated against the method's ``Config``."""
+    return METHODS.get(name)(**config)
