@@ -54,6 +54,14 @@ class Method(ABC):
             raise ConfigError(f"bad config for method {self.name!r}: {e.errors()[0]['loc']}: "
                               f"{e.errors()[0]['msg']}; known keys: {known}") from None
 
+    @classmethod
+    def preset(cls, subset: str, ipc: int, res: int) -> dict[str, Any]:
+        """Hyper-parameters this method ships for (subset, ipc, res), e.g. from its YAML tables.
+
+        User config given to :func:`create_method` overrides these key by key.
+        """
+        return {}
+
     @abstractmethod
     def distill(self, train: SubsetTensors, ipc: int, *, seed: int = 0,
                 device: str | torch.device = "cpu", progress: bool = True) -> DistilledSet:
@@ -82,6 +90,14 @@ def list_methods(pattern: str = "*") -> list[str]:
     return METHODS.names(pattern)
 
 
-def create_method(name: str, **config: Any) -> Method:
-    """Build a method by name; ``config`` keys are validated against the method's ``Config``."""
-    return METHODS.get(name)(**config)
+def create_method(name: str, *, subset: str | None = None, ipc: int | None = None, res: int | None = None,
+                  **config: Any) -> Method:
+    """Build a method by name; ``config`` keys are validated against the method's ``Config``.
+
+    Given ``subset``, ``ipc`` and ``res``, the method's shipped :meth:`Method.preset` for them is applied
+    first and ``config`` overrides it.
+    """
+    cls = METHODS.get(name)
+    if subset is not None and ipc is not None and res is not None:
+        config = {**cls.preset(subset, ipc, res), **config}
+    return cls(**config)
