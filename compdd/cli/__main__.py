@@ -1,0 +1,3 @@
+from compdd.cli import main
+
+main(prog_name="compdd")
