@@ -126,7 +126,8 @@ def decode_image(data: bytes, source: str = "<bytes>") -> torch.Tensor:
     ``torchvision.io.decode_image`` handles JPEG (grayscale/CMYK are converted to RGB) and PNG
     whatever the file extension says; PIL is the fallback for the rest. Raises ``UnreadableImage``.
     """
-    from torchvision.io import ImageReadMode, decode_image as tv_decode
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_image as tv_decode
 
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else None
     if buf is None:
