@@ -8,6 +8,7 @@ Protocol files ship in ``compdd/resources/protocols/<id>.yaml``; ``id`` is ``<na
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from typing import Any, Literal
 
@@ -28,13 +29,27 @@ class OptimizerSpec(BaseModel):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     use_learned_lr: bool = True  # a distilled set's learned lr replaces ``lr``
+    # False exempts biases and normalisation weights from weight decay (SRe2L/RDED AdamW recipes)
+    decay_bias_and_norm: bool = True
 
 
 class ScheduleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: Literal["step", "cosine", "constant"] = "step"
+    # step: lr x gamma from each milestone epoch on; cosine: lr0 * (1 + cos(pi e / E)) / 2;
+    # half_cosine (RDED): lr0 * (1 + cos(pi e / 2E)) / 2, which ends at lr0 / 2
+    name: Literal["step", "cosine", "half_cosine", "constant"] = "step"
     milestones: tuple[float, ...] = (0.5,)  # fractions of the epochs
     gamma: float = 0.1
+
+    def factor(self, epoch: int, epochs: int) -> float:
+        """The lr multiplier during 0-based ``epoch`` of ``epochs``."""
+        if self.name == "step":
+            return self.gamma ** sum(epoch >= round(m * epochs) for m in self.milestones)
+        if self.name == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+        if self.name == "half_cosine":
+            return 0.5 * (1 + math.cos(math.pi * epoch / (2 * epochs)))
+        return 1.0
 
 
 class AugmentSpec(BaseModel):
@@ -56,8 +71,12 @@ class Protocol(BaseModel):
     optimizer: OptimizerSpec = OptimizerSpec()
     schedule: ScheduleSpec = ScheduleSpec()
     augmentation: AugmentSpec = AugmentSpec()
+    # auto: hard CE for int labels, soft CE for logit labels; kd: a teacher's outputs on each augmented batch
     label_mode: Literal["auto", "hard", "soft", "kd"] = "auto"
-    kd: dict[str, Any] = Field(default_factory=dict)  # teacher, temperature, ... for label_mode kd
+    soft_temperature: float = Field(1.0, gt=0)  # soft CE on softmax(labels / T) (EDF/DATM use 1)
+    # label_mode kd: ``temperature`` (float, default 1), ``scale_t2`` (bool, default false: multiply the KL by T^2),
+    # plus whatever the teacher provider records (teacher name, training recipe)
+    kd: dict[str, Any] = Field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     selection: Literal["final_epoch"] = "final_epoch"
     test_split: str = "validation"
@@ -65,6 +84,12 @@ class Protocol(BaseModel):
     @property
     def id(self) -> str:
         return f"{self.name}-v{self.version}"
+
+    def eval_lr(self, learned_lr: float | None) -> float:
+        """The lr a set is trained with: its learned lr if the protocol takes it and it has one, else the fixed lr."""
+        if self.optimizer.use_learned_lr and learned_lr is not None:
+            return float(learned_lr)
+        return self.optimizer.lr
 
     def model_for(self, res: int) -> str:
         if res not in self.models:
@@ -80,9 +105,16 @@ class Protocol(BaseModel):
         bad = set(overrides) - allowed
         if bad:
             raise ProtocolError(f"cannot override {sorted(bad)}; allowed overrides: {sorted(allowed)}")
-        applied = {k: v for k, v in overrides.items() if v is not None and v != getattr(self, k)}
-        if "seeds" in applied:
-            applied["seeds"] = tuple(applied["seeds"])
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "seeds" in given:
+            seeds = tuple(int(s) for s in given["seeds"])
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ProtocolError(f"seeds override {list(seeds)} must be non-empty and without repeats")
+            given["seeds"] = seeds
+        for k in ("epochs", "batch_size"):
+            if k in given and int(given[k]) < 1:
+                raise ProtocolError(f"{k} override must be at least 1, got {given[k]}")
+        applied = {k: v for k, v in given.items() if v != getattr(self, k)}
         return self.model_copy(update=applied), applied
 
 

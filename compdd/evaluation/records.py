@@ -76,12 +76,18 @@ class ResultRecord(BaseModel):
     protocol_config: dict[str, Any] = Field(default_factory=dict)
     overrides: dict[str, Any] = Field(default_factory=dict)
 
+    label_mode: Literal["hard", "soft", "kd"] | None = None  # the loss the protocol used for this set
+    eval_lr: float | None = None  # the lr the evaluation networks were trained with
+    distill_seed: int | None = None  # the seed the method distilled with
+
     per_seed: list[SeedResult] = Field(default_factory=list)
     top1_mean: float = Field(ge=0, le=100)
     top1_std: float | None = Field(default=None, ge=0)
+    top5_mean: float | None = Field(default=None, ge=0, le=100)
 
     random_reference: Reference | None = None
     full_reference: Reference | None = None
+    recovery_ratio: float | None = None  # top1_mean / full_reference.mean; filled in when both are known
 
     artifact: Artifact | None = None
     versions: dict[str, str] = Field(default_factory=dict)
@@ -105,18 +111,18 @@ class ResultRecord(BaseModel):
             seeds = [s.seed for s in self.per_seed]
             if len(set(seeds)) != len(seeds):
                 raise ValueError(f"per_seed repeats a seed: {seeds}")
+        ratio = None
+        if self.full_reference is not None and self.full_reference.mean > 0:
+            ratio = self.top1_mean / self.full_reference.mean
+        if self.recovery_ratio is None:
+            self.recovery_ratio = ratio
+        elif ratio is None or not math.isclose(ratio, self.recovery_ratio, rel_tol=1e-6):
+            raise ValueError(f"recovery_ratio {self.recovery_ratio} is not top1_mean / full_reference.mean ({ratio})")
         return self
 
     @property
     def nonstandard(self) -> bool:
         return bool(self.overrides)
-
-    @property
-    def recovery_ratio(self) -> float | None:
-        """Accuracy as a fraction of full-data accuracy under the same protocol."""
-        if self.full_reference is None or self.full_reference.mean <= 0:
-            return None
-        return self.top1_mean / self.full_reference.mean
 
     @property
     def gain_over_random(self) -> float | None:
@@ -126,7 +132,9 @@ class ResultRecord(BaseModel):
     def from_seeds(cls, per_seed: list[SeedResult], **fields: Any) -> ResultRecord:
         accs = [s.top1 for s in per_seed]
         std = statistics.pstdev(accs) if len(accs) > 1 else 0.0
-        return cls(per_seed=per_seed, top1_mean=statistics.fmean(accs), top1_std=std, **fields)
+        top5 = [s.top5 for s in per_seed]
+        top5_mean = statistics.fmean(top5) if top5 and None not in top5 else None
+        return cls(per_seed=per_seed, top1_mean=statistics.fmean(accs), top1_std=std, top5_mean=top5_mean, **fields)
 
     def key(self) -> tuple[str, str, int, str]:
         return (self.method, self.subset, self.ipc, self.protocol)
