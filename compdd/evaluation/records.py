@@ -64,6 +64,7 @@ class ResultRecord(BaseModel):
     source: Literal["measured", "reported"]
     reported_in: str | None = None  # e.g. "EDF paper, Table 1" (required for reported)
     verified: bool = False
+    verification: dict[str, Any] | None = None  # evidence from ``compdd verify``: seeds re-run, top-1, tolerance
 
     method: str
     method_config: dict[str, Any] = Field(default_factory=dict)
