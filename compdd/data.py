@@ -1,5 +1,8 @@
 """Subsets as tensors: one uint8 tensor (N, 3, R, R) per split, with labels and the class map, cached.
 
+``load_tensors(subset, split, res, source=...)`` reads from an ImageNet folder, a ``compdd export`` folder or the
+Hub; ``load_tensors_from_imagenet`` is the ImageNet-folder case.
+
 Resize rule: the shorter side is resized to R (bilinear, antialiased) and the centre R x R is cropped,
 so aspect ratio is kept. (The public DD code squashes to R x R; ``resize="squash"`` reproduces that.)
 Tensors are cached under ``COMPDD_HOME/tensors`` keyed by source, revision, subset hash, split,
@@ -12,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -110,28 +114,151 @@ def load_tensors_from_imagenet(
     if cache and path.is_file():
         return _read_cache(path, sub, split)
 
-    from tqdm.auto import tqdm
-
-    images = torch.empty((len(files), 3, res, res), dtype=torch.uint8)
-    labels = torch.empty(len(files), dtype=torch.int64)
-    n, skipped = 0, []
-    for c, p in tqdm(files, desc=f"reading {sub.name}/{split} @{res}px", unit="img", disable=not progress):
-        try:
-            img = imagenet.read_image(p)
-        except imagenet.UnreadableImage as e:
-            log.warning("skipping %s", e)
-            skipped.append(str(p.relative_to(root)))
-            continue
-        images[n] = resize_uint8(img, res, resize)
-        labels[n] = c
-        n += 1
-    st = SubsetTensors(images[:n].clone(), labels[:n].clone(), sub.wnids, sub.name, split,
+    items = ((c, p.read_bytes, str(p.relative_to(root))) for c, p in files)
+    images, labels, skipped = _decode_all(items, len(files), res, resize, f"reading {sub.name}/{split} @{res}px", progress)
+    st = SubsetTensors(images, labels, sub.wnids, sub.name, split,
                        {"source": "imagenet", "root": str(root), "res": res, "resize": resize, "skipped": skipped})
     if cache:
         with atomic_path(path) as tmp:
             save_file({"images": st.images, "labels": st.labels}, str(tmp),
                       metadata={"meta": json.dumps(st.meta), "wnids": json.dumps(list(sub.wnids))})
     return st
+
+
+def _default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def _decode_all(items: Iterable[tuple[int, bytes | Callable[[], bytes], str]], total: int, res: int,
+                rule: ResizeRule, desc: str, progress: bool, workers: int | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode and resize ``items`` (label, bytes or a reader, name) into uint8 (n, 3, res, res) + labels, in order.
+
+    Undecodable images are skipped and their names returned. Decoding runs in a thread pool (torchvision's
+    decode and resize release the GIL) over chunks of the input, so memory is bounded by the chunk size.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
+
+    from tqdm.auto import tqdm
+
+    def work(item: tuple[int, bytes | Callable[[], bytes], str]) -> tuple[int, torch.Tensor | None, str]:
+        c, data, name = item
+        try:
+            img = imagenet.decode_image(data() if callable(data) else data, name)
+        except imagenet.UnreadableImage as e:
+            log.warning("skipping %s", e)
+            return c, None, name
+        return c, resize_uint8(img, res, rule), name
+
+    images = torch.empty((total, 3, res, res), dtype=torch.uint8)
+    labels = torch.empty(total, dtype=torch.int64)
+    skipped: list[str] = []
+    n, workers = 0, workers or _default_workers()
+    it = iter(items)
+    with ThreadPoolExecutor(workers) as ex, tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
+        while chunk := list(islice(it, 32 * workers)):
+            for c, img, name in ex.map(work, chunk):
+                if img is None:
+                    skipped.append(name)
+                else:
+                    images[n], labels[n] = img, c
+                    n += 1
+                bar.update(1)
+    if n < total:
+        images, labels = images[:n].clone(), labels[:n].clone()
+    return images, labels, skipped
+
+
+def load_tensors(
+    subset: str | Subset,
+    split: str = "train",
+    res: int = 128,
+    *,
+    source: Literal["imagenet", "local", "hub"] = "imagenet",
+    imagenet_root: str | os.PathLike[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    definition: str | os.PathLike[str] | None = None,
+    resize: ResizeRule = "shorter-crop",
+    cache: bool = True,
+    progress: bool = True,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+) -> SubsetTensors:
+    """One split (``train`` or ``val``/``validation``) of a subset as uint8 tensors at ``res`` px, from any source.
+
+    Sources (see :func:`compdd.hub.load_subset`): ``imagenet`` (``imagenet_root``), ``local`` (``path`` of a
+    ``compdd export`` folder) or ``hub`` (``repo_id``, ``revision``). All three give identical tensors for the same
+    images. The result is cached under ``COMPDD_HOME/tensors``, keyed by source, revision (the commit for ``hub``,
+    file sizes and times for ``local``), the subset's hash, split, resolution and resize rule.
+    """
+    from compdd.hub import layout
+    from compdd.hub.load import check_source, hub_snapshot, local_folder, resolve_subset
+
+    check_source(source)
+    sub = resolve_subset(subset, definition)
+    in_split = layout.imagenet_split(split)
+    if res < 1:
+        raise ValueError(f"resolution must be positive, got {res}")
+    if source == "imagenet":
+        if imagenet_root is None:
+            raise ValueError("source='imagenet' needs imagenet_root= (the folder holding train/ and val/)")
+        return load_tensors_from_imagenet(sub, imagenet_root, in_split, res, resize=resize, cache=cache,
+                                          progress=progress)
+    if source == "local":
+        folder = local_folder(path)
+        origin = {"source": "local", "path": str(folder)}
+    else:
+        folder = hub_snapshot(repo_id, sub.name, revision=revision, endpoint=endpoint, token=token, split=split)
+        origin = {"source": "hub", "repo_id": repo_id or os.environ.get("COMPDD_HUB_REPO"), "revision": folder.name}
+    files = layout.data_files(folder, sub.name, split)
+    stamp = [(f.relative_to(folder).as_posix(), f.stat().st_size) + ((f.stat().st_mtime_ns,) if source == "local" else ())
+             for f in files]
+    key = {**origin, "files": stamp, "subset": sub.name, "subset_sha256": sub.sha256(), "split": in_split,
+           "res": res, "resize": resize}
+    cpath = _cache_path(key)
+    if cache and cpath.is_file():
+        return _read_cache(cpath, sub, in_split)
+    total = _check_parquet(files, sub)
+    desc = f"reading {sub.name}/{in_split} @{res}px"
+    images, labels, skipped = _decode_all(_parquet_rows(files, sub), total, res, resize, desc, progress)
+    st = SubsetTensors(images, labels, sub.wnids, sub.name, in_split,
+                       {**origin, "res": res, "resize": resize, "skipped": skipped})
+    if cache:
+        with atomic_path(cpath) as tmp:
+            save_file({"images": st.images, "labels": st.labels}, str(tmp),
+                      metadata={"meta": json.dumps(st.meta), "wnids": json.dumps(list(sub.wnids))})
+    return st
+
+
+def _check_parquet(files: list[Path], sub: Subset) -> int:
+    """Check every shard's ClassLabel names against the subset; returns the number of rows."""
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    total = 0
+    for f in files:
+        pf = pq.ParquetFile(f)
+        names = Features.from_arrow_schema(pf.schema_arrow)["label"].names
+        if list(names) != list(sub.wnids):
+            raise ValueError(f"{f} has classes {list(names)} but subset {sub.name!r} ({sub.definition or '?'}) lists "
+                             f"{list(sub.wnids)} (order = local labels); pass definition= the file it was exported from")
+        total += pf.metadata.num_rows
+    return total
+
+
+def _parquet_rows(files: list[Path], sub: Subset) -> Iterator[tuple[int, bytes, str]]:
+    import pyarrow.parquet as pq
+
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=256, columns=["image", "label", "wnid"]):
+            for row in batch.to_pylist():
+                label, img = row["label"], row["image"]
+                if sub.wnids[label] != row["wnid"]:
+                    raise ValueError(f"{f}: row {img['path']} has label {label} but wnid {row['wnid']}")
+                yield label, img["bytes"], img["path"] or f.name
 
 
 def _read_cache(path: Path, sub: Subset, split: str) -> SubsetTensors:
