@@ -186,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
         if repo_id in self.fake.repos:  # the Hub answers 409 with the url, which create_repo(exist_ok=True) reads
             return self._send(409, {"error": "You already created this dataset repo",
                                     "url": f"{self.fake.url}/datasets/{repo_id}"})
-        repo = Repo(repo_id, bool(req.get("private")))
+        repo = Repo(repo_id, req.get("visibility") == "private" or bool(req.get("private")))
         repo.commit("main", {".gitattributes": b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"}, "initial commit")
         self.fake.repos[repo_id] = repo
         self._send(200, {"url": f"{self.fake.url}/datasets/{repo_id}", "name": repo_id})
@@ -198,8 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if "gated" in req:
             repo.gated = req["gated"]
-        if "private" in req:
-            repo.private = bool(req["private"])
+        if "private" in req or "visibility" in req:
+            repo.private = req.get("visibility") == "private" or bool(req.get("private"))
         self._send(200, {})
 
     def post_branch(self, query: dict, repo_id: str, branch: str) -> None:
