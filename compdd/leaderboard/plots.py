@@ -25,7 +25,10 @@ def _png(fig: Figure) -> bytes:
 
 def accuracy_vs_ipc(entries: list[Entry], title: str, methods: list[str], subsets: list[str],
                     labels: dict[str, str]) -> bytes:
-    """One panel per subset; a line per method through its IPCs, with ± as error bars."""
+    """One panel per subset; a line per method through its IPCs, with ± as error bars.
+
+    A method keeps its colour and marker in every panel. Non-standard results are left out, as in the ranking.
+    """
     ncols = min(3, len(subsets))
     nrows = -(-len(subsets) // ncols)
     fig = Figure(figsize=(4.0 * ncols, 3.0 * nrows + 0.6), layout="constrained")
@@ -33,14 +36,15 @@ def accuracy_vs_ipc(entries: list[Entry], title: str, methods: list[str], subset
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     by = defaultdict(list)
     for e in entries:
-        by[(e.record.subset, e.record.method)].append(e.record)
+        if not e.record.nonstandard:
+            by[(e.record.subset, e.record.method)].append(e.record)
     for ax, sub in zip(axes, subsets):
         for i, m in enumerate(methods):
             recs = sorted(by.get((sub, m), []), key=lambda r: r.ipc)
             if not recs:
                 continue
             ax.errorbar([r.ipc for r in recs], [r.top1_mean for r in recs], yerr=[r.top1_std or 0 for r in recs],
-                        marker=_MARKERS[i % len(_MARKERS)], capsize=2, label=labels.get(m, m))
+                        marker=_MARKERS[i % len(_MARKERS)], color=f"C{i % 10}", capsize=2, label=labels.get(m, m))
         ax.set_xscale("log")
         ipcs = sorted({e.record.ipc for e in entries if e.record.subset == sub})
         ax.set_xticks(ipcs, [str(i) for i in ipcs])
@@ -51,13 +55,12 @@ def accuracy_vs_ipc(entries: list[Entry], title: str, methods: list[str], subset
         ax.grid(alpha=0.3)
     for ax in axes[len(subsets):]:
         ax.set_visible(False)
-    handles, names = axes[0].get_legend_handles_labels()
-    for ax in axes[1:len(subsets)]:
+    legend: dict[str, object] = {}
+    for ax in axes[:len(subsets)]:
         for h, n in zip(*ax.get_legend_handles_labels()):
-            if n not in names:
-                handles.append(h)
-                names.append(n)
-    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 8), frameon=False)
+            legend.setdefault(n, h)
+    order = [labels.get(m, m) for m in methods if labels.get(m, m) in legend]
+    fig.legend([legend[n] for n in order], order, loc="outside lower center", ncols=min(len(order), 8), frameon=False)
     return _png(fig)
 
 
