@@ -189,7 +189,8 @@ th.desc::after{content:" \\25BC"}td.num{text-align:right;font-variant-numeric:ta
 """
 
 # Sorting and filtering live in the URL hash (#protocol=..&subset=..&ipc=..&sort=..&dir=..): clicks and
-# selects only change the hash, and one function applies it, so a link reproduces a view exactly.
+# selects write the hash and one function applies it (at once, and again on hashchange, which is harmless),
+# so a link reproduces a view exactly.
 _JS = """
 (function(){
   var table=document.getElementById('lb'), tbody=table.tBodies[0];
@@ -200,7 +201,7 @@ _JS = """
   function state(){var p=new URLSearchParams(location.hash.slice(1));var s={};
     p.forEach(function(v,k){s[k]=v;});return s;}
   function setState(s){var p=new URLSearchParams();Object.keys(s).forEach(function(k){if(s[k])p.set(k,s[k]);});
-    location.hash=p.toString();}
+    location.hash=p.toString();apply();}
   function key(r,col){var c=r.cells[col];return c.hasAttribute('data-v')?c.getAttribute('data-v'):c.textContent;}
   function apply(){
     var s=state(), shown=0;
