@@ -100,6 +100,7 @@ class Teacher:
     model: nn.Module
     info: dict[str, Any]
     path: Path | None = None
+    found: bool = False  # True when get_teacher found it in the cache instead of making it
 
     @property
     def id(self) -> str:
@@ -207,6 +208,7 @@ def get_teacher(
     tid, folder = _folder_for(key)
     if (folder / INFO_FILE).is_file():
         teacher = load_teacher(folder, device=device)
+        teacher.found = True
         log.info("teacher %s found at %s", tid, folder)
     else:
         if weights is None:
