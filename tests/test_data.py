@@ -36,18 +36,14 @@ def test_shorter_side_resize_then_centre_crop_keeps_aspect() -> None:
         resize_uint8(img, 20, "stretch")
 
 
-def test_decode_all_keeps_order_skips_bad_files_and_matches_serial() -> None:
+def test_decode_all_keeps_order_and_skips_bad_files() -> None:
     rng = np.random.default_rng(0)
-    arrs = [rng.integers(0, 255, (24, 24 + i, 3), dtype=np.uint8) for i in range(40)]
+    arrs = [rng.integers(0, 255, (24, 24 + i, 3), dtype=np.uint8) for i in range(12)]
     items = [(i % 10, _png(a), f"img{i}") for i, a in enumerate(arrs)]
     items[7] = (7, b"not an image", "img7")
-    serial = data._decode_all(iter(items), len(items), 16, "shorter-crop", "", False, workers=1)
-    pooled = data._decode_all(iter(items), len(items), 16, "shorter-crop", "", False, workers=3)
-    for a, b in zip(serial[:2], pooled[:2], strict=True):
-        assert torch.equal(a, b)
-    images, labels, skipped = pooled
-    assert skipped == ["img7"] and images.shape == (39, 3, 16, 16)
-    assert labels.tolist() == [i % 10 for i in range(40) if i != 7]
+    images, labels, skipped = data._decode_all(iter(items), len(items), 16, "shorter-crop", "", False)
+    assert skipped == ["img7"] and images.shape == (11, 3, 16, 16)
+    assert labels.tolist() == [i % 10 for i in range(12) if i != 7]
     ref = resize_uint8(torch.from_numpy(arrs[8]).permute(2, 0, 1).contiguous(), 16)
     assert torch.equal(images[7], ref)  # image 8 moved up one slot, decoded exactly
 
