@@ -4,9 +4,9 @@ A :class:`CamNet` is a frozen classifier plus the name of the layer whose output
 last convolutional block by default) and a map from the subset's local labels to the classifier's
 output indices. Two kinds are built here:
 
-* an **ImageNet classifier** from timm (:func:`imagenet_cam_net`, e.g. ``resnet18.tv_in1k``, the
-  torchvision ``IMAGENET1K_V1`` weights the public EDF code uses); local label ``c`` maps to the ImageNet
-  index of the subset's ``c``-th wnid;
+* an **ImageNet classifier** (:func:`imagenet_cam_net`, loaded as ``compdd score --weights`` loads its
+  scorer, e.g. ``resnet18.tv_in1k``, the torchvision ``IMAGENET1K_V1`` weights the public EDF code uses);
+  local label ``c`` maps to the ImageNet index of the subset's ``c``-th wnid;
 * any **model trained on the real subset** (:func:`subset_cam_net`, e.g. an expert's final snapshot);
   labels map to themselves. Needs no download, so it is the offline fallback.
 
@@ -37,7 +37,7 @@ CAM_METHODS: tuple[str, ...] = ("gradcam", "smoothgradcampp")
 EPS = 1e-8
 
 
-class CamWeightsError(RuntimeError):
+class CamWeightsError(ValueError):
     """The ImageNet classifier for CAMs could not be loaded (offline, not cached, or a bad file)."""
 
 
@@ -57,6 +57,7 @@ class CamNet:
     std: tuple[float, float, float] = imagenet.STD
     name: str = ""
     kind: str = "subset"  # "imagenet" or "subset"
+    sha256: str = ""  # of the weights, when known
 
     def __post_init__(self) -> None:
         self.module.eval().requires_grad_(False)
@@ -211,33 +212,23 @@ def subset_cam_net(module: nn.Module, num_classes: int, layer: str | None = None
     return CamNet(module, layer, torch.arange(num_classes), name=name, kind="subset")
 
 
-def imagenet_cam_net(weights: str, wnids: Sequence[str], *, weights_file: str | None = None,
+def imagenet_cam_net(weights: str, wnids: Sequence[str], *, arch: str | None = None,
                      layer: str | None = None) -> CamNet:
-    """A timm ImageNet-1k classifier (``weights`` = a timm name with tag, e.g. ``resnet18.tv_in1k``).
+    """An ImageNet-1k classifier as CAM model, loaded like ``compdd score --weights``.
 
-    Weights come from ``weights_file`` (a local ``.safetensors``/``.pth``) if given, else from the Hugging
-    Face cache or, when online, the Hub. ``layer`` defaults to the model's last feature stage.
+    ``weights``: a timm name with a pretrained tag (``resnet18.tv_in1k``, from the Hugging Face cache or, when
+    online, the Hub), a local ``.safetensors``/``.pth`` file (``arch`` names the timm architecture of a foreign
+    file), or ``random`` (tests only). ``layer`` defaults to the last block (``forward_features``'s output).
     """
-    import timm
+    from compdd.complexity.cam import last_block_name
+    from compdd.complexity.scorer import ScorerWeightsError, load_scorer
 
-    kwargs: dict = {"pretrained": True}
-    if weights_file is not None:
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
     try:
-        module = timm.create_model(weights, **kwargs)
-    except Exception as e:  # timm raises many types for "no such name" / "not cached" / "bad file"
-        raise CamWeightsError(
-            f"could not load the CAM classifier {weights!r}"
-            + (f" from {weights_file}" if weights_file else "")
-            + f": {type(e).__name__}: {e}. Pre-download it (`hf download timm/{weights}` while online), "
-            "pass cam_weights_file=/path/to/weights.safetensors, or leave cam_weights unset to use a model "
-            "trained on the real subset (works offline)."
-        ) from e
-    n_out = getattr(module, "num_classes", None)
-    if n_out != 1000:
-        raise CamWeightsError(f"CAM classifier {weights!r} has {n_out} outputs, not the 1000 ImageNet-1k classes")
-    cfg = getattr(module, "pretrained_cfg", {}) or {}
-    layer = layer or module.feature_info[-1]["module"]
+        with torch.random.fork_rng(devices=[]):  # building a model must not move the caller's global RNG
+            scorer = load_scorer(weights, arch=arch)
+    except ScorerWeightsError as e:
+        raise CamWeightsError(f"cam_weights={weights!r}: {e}\nOr leave cam_weights=expert to use a model trained "
+                              "on the real subset (works offline).") from None
     index = torch.tensor([imagenet.index_of(w) for w in wnids], dtype=torch.int64)
-    return CamNet(module, layer, index, mean=tuple(cfg.get("mean", imagenet.MEAN)),
-                  std=tuple(cfg.get("std", imagenet.STD)), name=weights, kind="imagenet")
+    return CamNet(scorer.model, layer or last_block_name(scorer.model), index, mean=tuple(scorer.mean),
+                  std=tuple(scorer.std), name=weights, kind="imagenet", sha256=scorer.sha256)

@@ -50,3 +50,60 @@ def enhance_image_gradient(grad: Tensor, weights: Tensor) -> Tensor:
     if weights.shape[0] != grad.shape[0] or weights.shape[-2:] != grad.shape[-2:]:
         raise ValueError(f"DAE weights {tuple(weights.shape)} do not fit image gradient {tuple(grad.shape)}")
     return grad * weights.to(grad.dtype)
+
+
+class DiscriminativeAreaEnhancement:
+    """DAE as the trajectory-matching engine's ``image_grad_transform(grad, ctx)``.
+
+    The maps are refreshed at the first update of every block of ``interval`` iterations (``it // K``) and
+    reused until the next block. The public code refreshes at ``it % K == 0`` even when that iteration's
+    update is skipped by the loss threshold; a skipped update leaves images and labels unchanged, so the
+    maps computed at the block's first *applied* update are the same maps. Only the image gradient passes
+    through here: the engine steps labels and learning rate with their own, untouched gradients.
+    """
+
+    def __init__(self, cam_net, beta: float, interval: int, threshold: Threshold = "mean", *,
+                 method: str = "gradcam", target: str = "class", compat_edf_code: bool = False,
+                 batch_size: int = 64):
+        if interval < 1:
+            raise ValueError(f"cam_interval must be >= 1, got {interval}")
+        enhancement_weights(torch.zeros(1, 1, 1), beta, threshold)  # validates the threshold early
+        self.cam_net = cam_net
+        self.beta, self.interval, self.threshold = float(beta), int(interval), threshold
+        self.method, self.target, self.compat = method, target, compat_edf_code
+        self.batch_size = batch_size
+        self.maps: Tensor | None = None
+        self.weights: Tensor | None = None
+        self.refreshed_at = -1
+        self.refreshes = 0
+
+    def __call__(self, grad: Tensor, ctx) -> Tensor:
+        if self.maps is None or ctx.iteration // self.interval != self.refreshed_at // self.interval:
+            self.refresh(ctx.images, ctx.classes, ctx.labels, ctx.generator)
+            self.refreshed_at = ctx.iteration
+        assert self.weights is not None
+        return enhance_image_gradient(grad, self.weights.to(grad.device))
+
+    def refresh(self, images: Tensor, classes: Tensor, labels: Tensor, generator: torch.Generator) -> None:
+        """Recompute the maps of the current synthetic images and the weights ``F(M, beta)``."""
+        from edf.cam import compute_cams, target_indices
+
+        num_classes = int(classes.max()) + 1
+        soft = labels if labels.is_floating_point() else torch.nn.functional.one_hot(labels, num_classes).float()
+        targets = target_indices(self.cam_net, classes, soft, target=self.target, compat_edf_code=self.compat)
+        self.cam_net.to(images.device)
+        self.maps = compute_cams(self.cam_net, images, targets, method=self.method, batch_size=self.batch_size,
+                                 generator=generator)
+        self.weights = enhancement_weights(self.maps, self.beta, self.threshold)
+        self.refreshes += 1
+
+    def state_dict(self) -> dict[str, Tensor]:
+        if self.maps is None:
+            return {}
+        return {"maps": self.maps, "refreshed_at": torch.tensor(self.refreshed_at)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if "maps" in state:
+            self.maps = state["maps"]
+            self.weights = enhancement_weights(self.maps, self.beta, self.threshold)
+            self.refreshed_at = int(state["refreshed_at"])

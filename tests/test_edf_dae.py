@@ -112,21 +112,15 @@ def test_compute_cams_upsamples_and_normalises():
 
 
 @pytest.fixture(scope="module")
-def r18_net(tmp_path_factory):
-    """bird-hard's CAM net from a random-weight ResNet-18 file: the real timm loading path, no download."""
-    import timm
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
-    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(path))
-    return imagenet_cam_net("resnet18.tv_in1k", compdd.get_subset("bird-hard").wnids, weights_file=str(path))
+def r18_net():
+    """bird-hard's CAM net on a random-weight ImageNet ResNet-18 (compdd's scorer loader, no download)."""
+    return imagenet_cam_net("random", compdd.get_subset("bird-hard").wnids)
 
 
 def test_imagenet_target_mapping_and_the_compat_bug(r18_net):
     sub = compdd.get_subset("bird-hard")
     net = r18_net
-    assert net.layer == "layer4" and net.kind == "imagenet"
+    assert net.layer == "layer4" and net.kind == "imagenet" and net.class_index.numel() == 10
     classes = torch.arange(10).repeat_interleave(2)  # class-major, ipc 2
     mapped = target_indices(net, classes)
     assert mapped.tolist() == [imagenet.index_of(sub.wnids[c]) for c in classes.tolist()]
@@ -156,5 +150,40 @@ def test_subset_model_maps_labels_to_themselves():
 
 
 def test_missing_imagenet_weights_give_an_actionable_error():
-    with pytest.raises(CamWeightsError, match="cam_weights_file|hf download"):
+    with pytest.raises(CamWeightsError, match="hf download"):
         imagenet_cam_net("resnet18.tv_in1k", ["n01440764"])
+
+
+# ------------------------------------------------------------------------------------ the DAE hook
+
+
+class _Ctx:
+    def __init__(self, it, images, classes):
+        self.iteration, self.images, self.classes = it, images, classes
+        self.labels = classes
+        self.generator = torch.Generator().manual_seed(it)
+
+
+def test_hook_refreshes_once_per_block_of_k_iterations():
+    from edf.dae import DiscriminativeAreaEnhancement
+
+    net = subset_cam_net(_convnet(), 10)
+    dae = DiscriminativeAreaEnhancement(net, beta=1.0, interval=2)
+    images, classes = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    g = torch.ones(4, 3, 32, 32)
+    seen = []
+    for it in (0, 1, 2, 3, 4):
+        out = dae(g, _Ctx(it, images, classes))
+        seen.append(dae.refreshes)
+    assert seen == [1, 1, 2, 2, 3]
+    assert torch.equal(out, g * enhancement_weights(dae.maps, 1.0))
+    # iteration 0's update skipped (loss threshold): the block's maps come at its first applied update, on the
+    # same images, since a skipped update changes nothing
+    late = DiscriminativeAreaEnhancement(net, beta=1.0, interval=2)
+    late(g, _Ctx(1, images, classes))
+    assert late.refreshes == 1 and torch.equal(late.maps, compute_cams(net, images, classes))
+    # checkpoint round trip
+    resumed = DiscriminativeAreaEnhancement(net, beta=1.0, interval=2)
+    resumed.load_state_dict(dae.state_dict())
+    resumed(g, _Ctx(5, images, classes))
+    assert resumed.refreshes == 0 and torch.equal(resumed.weights, dae.weights)
