@@ -268,6 +268,19 @@ def test_hub_submission_opens_a_pull_request(tmp_path: Path, hub) -> None:
     assert rules_of(ei) == {"overwrite"}
 
 
+def test_hub_errors_are_clear(tmp_path: Path, hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = str(write(tmp_path, measured()))
+    r = CliRunner().invoke(main, ["submit", src, "--to-hub", "lab/no-such-repo"])
+    assert r.exit_code == 2 and "could not submit to the Hub dataset repo 'lab/no-such-repo'" in r.output
+    from huggingface_hub import HfApi
+
+    HfApi(token=TOKEN).create_repo("lab/results", repo_type="dataset")
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    r = CliRunner().invoke(main, ["submit", src, "--to-hub", "lab/results"])
+    assert r.exit_code == 2 and "token" in r.output
+    assert "results/dd-v1/bird-hard/edf-ipc10.json" not in hub.repos["lab/results"].head("main").files
+
+
 def test_hub_dry_run_sends_nothing(tmp_path: Path, hub) -> None:
     r = CliRunner().invoke(main, ["submit", str(write(tmp_path, measured())), "--to-hub", "lab/results", "--dry-run"])
     assert r.exit_code == 0, r.output
@@ -413,3 +426,39 @@ def test_build_rejects_a_misplaced_record(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["leaderboard", "build", "--results", str(tmp_path / "results"),
                                   "--out", str(tmp_path)])
     assert r.exit_code == 2 and "must be stored at results/dd-v1/bird-hard/edf-ipc10.json" in r.output
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_evaluate_submit_build_verify_on_sample_imagenet(make_sample, tmp_path: Path) -> None:
+    """A real `compdd evaluate` record (sample ImageNet, overridden epochs and seeds) enters only with
+    --allow-nonstandard, shows up marked in the build, and `compdd verify` re-runs a seed and marks it verified."""
+    root = make_sample(("bird-easy",), train=24, val=8, size=32)
+    run, lb = tmp_path / "run", tmp_path / "lb"
+    cli = CliRunner()
+    r = cli.invoke(main, ["evaluate", "--method", "random", "--subset", "bird-easy", "--ipc", "10", "--res", "32",
+                          "--epochs", "15", "--seeds", "0,1", "--device", "cpu", "--no-references",
+                          "--imagenet-root", str(root), "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    result = run / "result.json"
+    assert ResultRecord.load(result).top1_mean > 20.0  # learned something: above chance by a margin
+
+    r = cli.invoke(main, ["submit", str(result), "--leaderboard-dir", str(lb)])
+    assert r.exit_code == 2 and "[nonstandard]" in r.output and "[seeds]" in r.output
+    r = cli.invoke(main, ["submit", str(result), "--leaderboard-dir", str(lb), "--allow-nonstandard"])
+    assert r.exit_code == 0, r.output
+    entry = lb / "results" / "dd-v1" / "bird-easy" / "random-ipc10.json"
+
+    r = cli.invoke(main, ["verify", str(entry), "--seeds", "1", "--device", "cpu", "--imagenet-root", str(root)])
+    assert r.exit_code == 0, r.output
+    rec = ResultRecord.load(entry)
+    assert rec.verified and rec.verification["seeds"] == [0]
+    assert rec.verification["top1"][0] == pytest.approx(rec.per_seed[0].top1, abs=1e-9)  # same seed, same device
+    assert check_existing(lb / "results") == []
+
+    r = cli.invoke(main, ["leaderboard", "build", "--results", str(lb / "results"), "--out", str(lb)])
+    assert r.exit_code == 0, r.output
+    row = _table((lb / "README.md").read_text("utf-8"), "dd-v1")[("bird-easy", "10")]
+    assert row["Random"] == f"{rec.top1_mean:.1f} ± {rec.top1_std:.1f}✓*"

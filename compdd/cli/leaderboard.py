@@ -6,10 +6,8 @@ import sys
 
 import click
 
-from compdd.leaderboard import validate as _validate
 
-
-def _rejected(e: _validate.SubmissionRejected) -> None:
+def _rejected(e) -> None:  # a compdd.leaderboard.validate.SubmissionRejected
     click.secho(f"rejected: {e.source}", fg="red", err=True)
     for v in e.violations:
         click.echo(f"  [{v.rule}] {v.message}", err=True)
@@ -42,6 +40,7 @@ def submit_cmd(result: str, repo_id: str | None, leaderboard_dir: str, allow_non
       compdd submit result.json --to-hub comp-dd/results
     """
     from compdd.leaderboard.submit import submit_local, submit_to_hub
+    from compdd.leaderboard.validate import SubmissionRejected
 
     try:
         if repo_id:
@@ -50,7 +49,7 @@ def submit_cmd(result: str, repo_id: str | None, leaderboard_dir: str, allow_non
         else:
             sub = submit_local(result, leaderboard_dir, allow_nonstandard=allow_nonstandard, replace=replace,
                                dry_run=dry_run)
-    except _validate.SubmissionRejected as e:
+    except SubmissionRejected as e:
         _rejected(e)
         return
     r = sub.record

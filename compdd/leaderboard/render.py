@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath
 
 from compdd.benchmark import get_subset, list_subsets
 from compdd.evaluation.records import ResultRecord
-from compdd.leaderboard import plots
 from compdd.leaderboard.collect import Entry, load_entries
 from compdd.leaderboard.protocols import REPORTED_PROTOCOLS, protocol_description
 from compdd.paths import atomic_path, atomic_write_bytes
@@ -291,6 +290,8 @@ Compare numbers only within one protocol. Click a column header to sort; the vie
 
 def render(entries: list[Entry], link_prefix: str = "") -> dict[str, bytes]:
     """Every output file (path relative to the output folder -> bytes) for these records."""
+    from compdd.leaderboard import plots  # matplotlib: imported only when drawing, keeps `compdd --help` fast
+
     png: dict[str, bytes] = {}
     titles: dict[str, str] = {}
     for t in tables(entries):

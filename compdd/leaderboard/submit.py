@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,8 @@ class Submission:
         return sha256_bytes(self.payload)
 
 
-def _validated(path: str | os.PathLike[str], *, allow_nonstandard: bool, exists_fn, replace: bool
-               ) -> tuple[ResultRecord, str, bytes]:
+def _validated(path: str | os.PathLike[str], *, allow_nonstandard: bool, exists_fn: Callable[[str], bool],
+               replace: bool) -> tuple[ResultRecord, str, bytes]:
     rec, violations = load_record(path)
     if rec is None:
         raise SubmissionRejected(str(path), violations)
@@ -66,19 +67,33 @@ def submit_to_hub(path: str | os.PathLike[str], repo_id: str, *, allow_nonstanda
     and the Hub is not contacted (the overwrite rule is then checked by the maintainers' CI).
     """
     from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     api = HfApi(token=token)
 
+    def hub_error(e: Exception) -> ValueError:
+        why = "HF_HUB_OFFLINE is set" if isinstance(e, OfflineModeIsEnabled) else str(e).splitlines()[0]
+        return ValueError(f"could not submit to the Hub dataset repo {repo_id!r}: {why}. Check the repo id, your "
+                          "token (HF_TOKEN or `huggingface-cli login`) and HF_ENDPOINT; --dry-run validates offline")
+
     def exists(rel: str) -> bool:
-        return not dry_run and api.file_exists(repo_id, rel, repo_type="dataset", revision=revision)
+        if dry_run:
+            return False
+        try:
+            return api.file_exists(repo_id, rel, repo_type="dataset", revision=revision)
+        except (HfHubHTTPError, OfflineModeIsEnabled) as e:
+            raise hub_error(e) from e
 
     rec, rel, payload = _validated(path, allow_nonstandard=allow_nonstandard, replace=replace, exists_fn=exists)
     if dry_run:
         return Submission(rec, rel, payload, "", True)
-    info = api.create_commit(
-        repo_id, repo_type="dataset", revision=revision, create_pr=True,
-        operations=[CommitOperationAdd(path_in_repo=rel, path_or_fileobj=payload)],
-        commit_message=f"Add {rec.method} / {rec.subset} / IPC {rec.ipc} ({rec.protocol})",
-        commit_description=f"Submitted with `compdd submit`; record sha256 {sha256_bytes(payload)}.",
-    )
+    try:
+        info = api.create_commit(
+            repo_id, repo_type="dataset", revision=revision, create_pr=True,
+            operations=[CommitOperationAdd(path_in_repo=rel, path_or_fileobj=payload)],
+            commit_message=f"Add {rec.method} / {rec.subset} / IPC {rec.ipc} ({rec.protocol})",
+            commit_description=f"Submitted with `compdd submit`; record sha256 {sha256_bytes(payload)}.",
+        )
+    except (HfHubHTTPError, OfflineModeIsEnabled) as e:
+        raise hub_error(e) from e
     return Submission(rec, rel, payload, info.pr_url or info.commit_url, False)
