@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ def main() -> None:
     args = ap.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="compdd-bench-"))
+    for cache in ("home", "hf"):  # a kept work folder reuses the tree and export, never the caches being timed
+        shutil.rmtree(work / cache, ignore_errors=True)
     os.environ["COMPDD_HOME"] = str(work / "home")
     os.environ["HF_HOME"] = str(work / "hf")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -178,7 +178,7 @@ def load_tensors(
     file sizes and times for ``local``), the subset's hash, split, resolution and resize rule.
     """
     from compdd.hub import layout
-    from compdd.hub.load import check_source, hub_snapshot, local_folder, resolve_subset
+    from compdd.hub.load import REPO_ENV, check_source, hub_snapshot, local_folder, resolve_subset
 
     check_source(source)
     sub = resolve_subset(subset, definition)
@@ -195,7 +195,7 @@ def load_tensors(
         origin = {"source": "local", "path": str(folder)}
     else:
         folder = hub_snapshot(repo_id, sub.name, revision=revision, endpoint=endpoint, token=token, split=split)
-        origin = {"source": "hub", "repo_id": repo_id or os.environ.get("COMPDD_HUB_REPO"), "revision": folder.name}
+        origin = {"source": "hub", "repo_id": repo_id or os.environ.get(REPO_ENV), "revision": folder.name}
     files = layout.data_files(folder, sub.name, split)
     stamp = [(f.relative_to(folder).as_posix(), f.stat().st_size) + ((f.stat().st_mtime_ns,) if source == "local" else ())
              for f in files]

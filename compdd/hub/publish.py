@@ -80,12 +80,12 @@ def _endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
-    raise AssertionError
+    return f"{n:.1f} GB"
 
 
 def plan_publish(folder: str | os.PathLike[str], repo_id: str, *, revision: str | None = None, private: bool = False,
