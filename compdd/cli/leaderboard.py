@@ -17,7 +17,7 @@ def _rejected(e) -> None:  # a compdd.leaderboard.validate.SubmissionRejected
 @click.command("submit")
 @click.argument("result", type=click.Path(dir_okay=False))
 @click.option("--to-hub", "repo_id", metavar="ORG/REPO", help="Open a pull request on this Hub dataset repo instead "
-              "of copying into the local leaderboard folder (endpoint from HF_ENDPOINT, token from HF_TOKEN/login).")
+              "of copying into the local leaderboard folder (endpoint from HF_ENDPOINT, token from HF_TOKEN or `hf auth login`).")
 @click.option("--leaderboard-dir", default="leaderboard", show_default=True, type=click.Path(file_okay=False),
               help="Local leaderboard folder; the record goes to <dir>/results/<protocol>/<subset>/<method>-ipc<k>.json.")
 @click.option("--allow-nonstandard", is_flag=True, help="Accept a record whose protocol was overridden (fewer epochs "

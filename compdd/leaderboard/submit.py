@@ -74,7 +74,7 @@ def submit_to_hub(path: str | os.PathLike[str], repo_id: str, *, allow_nonstanda
     def hub_error(e: Exception) -> ValueError:
         why = "HF_HUB_OFFLINE is set" if isinstance(e, OfflineModeIsEnabled) else str(e).splitlines()[0]
         return ValueError(f"could not submit to the Hub dataset repo {repo_id!r}: {why}. Check the repo id, your "
-                          "token (HF_TOKEN or `huggingface-cli login`) and HF_ENDPOINT; --dry-run validates offline")
+                          "token (HF_TOKEN or `hf auth login`) and HF_ENDPOINT; --dry-run validates offline")
 
     def exists(rel: str) -> bool:
         if dry_run:
