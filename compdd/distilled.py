@@ -82,6 +82,7 @@ class DistilledSet:
                 "sha256": {IMAGES_FILE: sha256_file(tmp / IMAGES_FILE), LABELS_FILE: sha256_file(tmp / LABELS_FILE)},
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        self.meta = json.loads(json.dumps(meta, default=str))  # what was written, so sha256() works after save
         return folder
 
     @classmethod
@@ -92,7 +93,12 @@ class DistilledSet:
                 raise DistilledSetError(f"{folder}: missing {name}; is this a folder written by DistilledSet.save / compdd evaluate?")
         meta = json.loads((folder / META_FILE).read_text())
         if verify:
-            for name, want in meta.get("sha256", {}).items():
+            sums = meta.get("sha256") or {}
+            missing = [n for n in (IMAGES_FILE, LABELS_FILE) if n not in sums]
+            if missing:
+                raise DistilledSetError(f"{folder / META_FILE} has no sha256 for {', '.join(missing)}, so the tensors "
+                                        "cannot be checked; load with verify=False if you trust the folder")
+            for name, want in sums.items():
                 got = sha256_file(folder / name)
                 if got != want:
                     raise DistilledSetError(f"{folder / name}: sha256 {got[:12]}… does not match meta.json ({want[:12]}…); the file changed after saving")
