@@ -43,7 +43,13 @@ from torch import Tensor
 from compdd.data import SubsetTensors
 from compdd.distilled import DistilledSet
 from compdd.methods import Method, MethodConfig
-from compdd.methods.tm.experts import ExpertError, ExpertSet, default_experts_dir, experts_command
+from compdd.methods.tm.experts import (
+    ExpertError,
+    ExpertSet,
+    data_fingerprint,
+    default_experts_dir,
+    experts_command,
+)
 from compdd.methods.tm.hooks import (
     Hooks,
     ImageInit,
@@ -440,6 +446,9 @@ class TrajectoryMatchingMethod(Method):
                 f"{train.resolution} px, and {folder} has none. Train them first (at least {need} epochs), e.g.\n"
                 f"  {cmd}\nor point the method at a folder of experts with the config key experts=DIR")
         experts = ExpertSet(folder)
+        if experts.manifest.get("data_fingerprint") != data_fingerprint(train):
+            log.warning("%s: experts were trained on different %s training data (another ImageNet root, resize "
+                        "rule or image count); they still run, but results will not match", folder, train.subset)
         if experts.config.optimizer != c.expert_optimizer:
             log.warning("%s: experts were trained with %s, %s is configured for %s experts", folder,
                         experts.config.optimizer, self.name, c.expert_optimizer)

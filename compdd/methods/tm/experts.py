@@ -256,7 +256,7 @@ def train_experts(
                     loss = F.cross_entropy(model(x), y)
                     loss.backward()
                 opt.step()
-                total += float(loss)
+                total += float(loss.detach())
             if not torch.isfinite(torch.tensor(total)):
                 raise ExpertError(f"expert {i} diverged in epoch {epoch} (loss {total}); lower the learning rate "
                                   f"(lr={config.lr})")

@@ -8,7 +8,7 @@ One step on a fixed batch (FTD's ``gsam.py`` with ``adaptive=True``, constant rh
 3. ``g_p = grad L(w + e)``.
 4. ``cos = <g, g_p> / (||g_p|| ||g|| + 1e-12)``; ``v = g - cos * ||g|| * g_p / (||g_p|| + 1e-12)`` (the part of
    ``g`` orthogonal to ``g_p``); the step direction is ``g_p - alpha * v``.
-5. Restore ``w <- w - e``; the caller's base optimiser (plain SGD in the experts) takes the step.
+5. Restore ``w`` (exactly: a copy, not ``w + e - e``); the caller's base optimiser (plain SGD in the experts) takes the step.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def gsam_gradients(params: Sequence[Tensor], loss_fn: Callable[[], Tensor], *, r
     loss = loss_fn()
     g = torch.autograd.grad(loss, params)
     with torch.no_grad():
+        original = [p.detach().clone() for p in params]
         if adaptive:
             scale = rho / (_global_norm([p.abs() * gi for p, gi in zip(params, g)]) + EPS)
             e = [gi * p.pow(2) * scale for p, gi in zip(params, g)]
@@ -46,9 +47,9 @@ def gsam_gradients(params: Sequence[Tensor], loss_fn: Callable[[], Tensor], *, r
     try:
         g_p = torch.autograd.grad(loss_fn(), params)
     finally:
-        with torch.no_grad():
-            for p, ei in zip(params, e):
-                p.sub_(ei)
+        with torch.no_grad():  # restore exactly (w + e - e can be off by one ulp)
+            for p, w in zip(params, original):
+                p.copy_(w)
     with torch.no_grad():
         norm_g, norm_p = _global_norm(g), _global_norm(g_p)
         cos = sum((a * b).sum() for a, b in zip(g, g_p)) / (norm_p * norm_g + EPS)
