@@ -130,24 +130,28 @@ def _decode_all(items: Iterable[tuple[int, bytes | Callable[[], bytes], str]], t
     """Decode and resize ``items`` (label, bytes or a reader, name) into uint8 (n, 3, res, res) + labels, in order.
 
     Undecodable images are skipped and their names returned. Items are consumed one at a time, so memory holds
-    one encoded image besides the output. (It runs in the calling thread: a thread pool gained nothing measurable
-    on 2 cores and makes torch's own intra-op threads compete with it.)
+    one encoded image besides the output. torch runs with one intra-op thread meanwhile: per-image ops are too small
+    to share, and on a busy machine the idle threads' spin-waits made the loop 5-10x slower (bench/load_subset.py).
     """
     from tqdm.auto import tqdm
 
     images = torch.empty((total, 3, res, res), dtype=torch.uint8)
     labels = torch.empty(total, dtype=torch.int64)
     skipped: list[str] = []
-    n = 0
-    for c, data, name in tqdm(items, total=total, desc=desc, unit="img", disable=not progress):
-        try:
-            img = imagenet.decode_image(data() if callable(data) else data, name)
-        except imagenet.UnreadableImage as e:
-            log.warning("skipping %s", e)
-            skipped.append(name)
-            continue
-        images[n], labels[n] = resize_uint8(img, res, rule), c
-        n += 1
+    n, threads = 0, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for c, data, name in tqdm(items, total=total, desc=desc, unit="img", disable=not progress):
+            try:
+                img = imagenet.decode_image(data() if callable(data) else data, name)
+            except imagenet.UnreadableImage as e:
+                log.warning("skipping %s", e)
+                skipped.append(name)
+                continue
+            images[n], labels[n] = resize_uint8(img, res, rule), c
+            n += 1
+    finally:
+        torch.set_num_threads(threads)
     if n < total:
         images, labels = images[:n].clone(), labels[:n].clone()
     return images, labels, skipped
