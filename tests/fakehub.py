@@ -69,7 +69,9 @@ class FakeHub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self._watchdog = threading.Thread(target=self._watch, daemon=True)
-        self._closed = threading.Event()
+        self._stopping = threading.Event()
+        self._stop_lock = threading.Lock()
+        self.closed = threading.Event()  # set once the port is released
 
     def start(self) -> FakeHub:
         self._thread.start()
@@ -77,7 +79,7 @@ class FakeHub:
         return self
 
     def _watch(self) -> None:
-        while not self._closed.wait(0.5):
+        while not self._stopping.wait(0.1):
             if time.monotonic() - self._last > self.idle_timeout:
                 self.close()
 
@@ -85,10 +87,14 @@ class FakeHub:
         self._last = time.monotonic()
 
     def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
+        with self._stop_lock:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
+        if self._thread.is_alive():
             self.server.shutdown()
-            self.server.server_close()
+        self.server.server_close()
+        self.closed.set()
 
     def __enter__(self) -> FakeHub:
         return self.start()

@@ -330,3 +330,14 @@ def test_plan_rejects_bad_input(export_dir: Path, tmp_path: Path) -> None:
         f.write(b"x")
     with pytest.raises(ValueError, match="changed since export"):
         plan_publish(changed, "my-lab/comp-dd")
+
+
+def test_fake_hub_is_loopback_only_and_stops_by_itself() -> None:
+    import socket
+
+    h = fakehub.serve(idle_timeout=0.3).start()
+    host, port = h.server.server_address[:2]
+    assert host == "127.0.0.1"
+    assert h.closed.wait(5), "the fake Hub did not stop after its idle timeout"
+    with pytest.raises(ConnectionRefusedError), socket.create_connection((host, port), timeout=2):
+        pass
