@@ -128,13 +128,21 @@ def test_repo_card_blocks_match_the_v1_definition() -> None:
 
 
 def test_scores_fill_the_complexity_block(export_dir: Path, tmp_path: Path) -> None:
+    """A `compdd score` classes.csv (one row per class and layer) with its run.json beside it."""
     sub = get_subset("bird-hard")
-    csv = tmp_path / "classes.csv"
-    csv.write_text("wnid,complexity_mean,n\n" + "".join(f"{w},{0.5 + i / 100},24\n" for i, w in enumerate(sub.wnids)))
-    scores = card.read_scores(csv)
+    run = tmp_path / "scores"
+    run.mkdir()
+    rows = [f"{w},{layer},{0.5 + i / 100 + (0.2 if layer == 'layer3' else 0)},24\n"
+            for i, w in enumerate(sub.wnids) for layer in ("layer3", "layer4")]
+    (run / "classes.csv").write_text("wnid,layer,complexity_mean,n\n" + "".join(rows))
+    (run / "run.json").write_text(json.dumps({"cam": {"preset": "gradcam-v1", "threshold": 0.5}}))
+    with pytest.raises(ValueError, match="choose one with --scores-layer"):
+        card.read_scores(run)
+    scores = card.read_scores(run, "layer4")
     text = card.render_readme(layout.find_records(export_dir), card.load_template(), scores=scores)
-    assert "| `bird-hard` | 0.5450 | 0: 0.5000; 1: 0.5100;" in text  # mean of 0.50..0.59
+    assert "| `bird-hard` | 0.5450 | 0: 0.5000; 1: 0.5100;" in text  # layer4: mean of 0.50..0.59
     assert "| `bird-easy` | — |" in text  # no scores for those classes: said, not invented
+    assert "`classes.csv`, layer `layer4`; preset = gradcam-v1, threshold = 0.5" in text
     (tmp_path / "bad.csv").write_text("class,value\nx,1\n")
     with pytest.raises(ValueError, match="'wnid' column"):
         card.read_scores(tmp_path / "bad.csv")

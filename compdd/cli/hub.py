@@ -29,14 +29,16 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--definition", default="comp-dd-v1", show_default=True,
               help="Definition file (e.g. from `compdd build-subsets`) or built-in name.")
 @click.option("--classic", is_flag=True, help="Also export the classic subsets (imagenette, imagewoof, ...).")
-@click.option("--scores", type=click.Path(dir_okay=False),
-              help="Per-class complexity CSV from `compdd score`; its values go into the dataset card.")
+@click.option("--scores", type=click.Path(),
+              help="classes.csv of a `compdd score` run (or the run folder); its values go into the dataset card.")
+@click.option("--scores-layer", help="Layer to take from --scores when the run scored several (e.g. layer4).")
 @click.option("--repo-id", help="Hub repo named in the card's loading examples (default ORG/comp-dd).")
 @click.option("--shard-size", default="500MB", show_default=True, help="Target Parquet shard size.")
 @click.option("--card-template", type=click.Path(dir_okay=False), help="Card template. Default: DATASET_CARD.md.")
 @click.option("--overwrite", is_flag=True, help="Redo configs that OUT already holds, even finished ones.")
 def export_cmd(imagenet_root: str, out: str, subsets: str | None, definition: str, classic: bool, scores: str | None,
-               repo_id: str | None, shard_size: str, card_template: str | None, overwrite: bool) -> None:
+               scores_layer: str | None, repo_id: str | None, shard_size: str, card_template: str | None,
+               overwrite: bool) -> None:
     """Write subsets in the Hub layout: one config per subset, Parquet shards with the original JPEG bytes, and a
     README.md card. Resumable: finished configs are kept, an interrupted one is redone.
 
@@ -44,12 +46,12 @@ def export_cmd(imagenet_root: str, out: str, subsets: str | None, definition: st
     Examples:
       compdd export --imagenet-root /data/imagenet --out comp-dd-export
       compdd export --imagenet-root sample-in1k --out export --subsets bird-easy,bird-hard
-      compdd export --imagenet-root /data/imagenet --out export --definition my-def.json --scores class_scores.csv
+      compdd export --imagenet-root /data/imagenet --out export --definition my-def.json --scores scores/
     """
     from compdd.hub.export import export_dataset
 
     rep = export_dataset(imagenet_root, out, _names(subsets), definition=definition, classic=classic, scores=scores,
-                         repo_id=repo_id, shard_bytes=_parse_size(shard_size), overwrite=overwrite,
+                         scores_layer=scores_layer, repo_id=repo_id, shard_bytes=_parse_size(shard_size), overwrite=overwrite,
                          card_template=card_template)
     for name, rec in rep.records.items():
         sp = rec["splits"]

@@ -8,8 +8,10 @@ regenerated from the export's records: ``overview``, ``subsets``, ``complexity``
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,27 +48,59 @@ def load_template(path: str | os.PathLike[str] | None = None) -> str:
     return res.read_text("utf-8")
 
 
-def read_scores(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Per-class complexity from a ``compdd score`` class CSV: a ``wnid`` column and ``complexity_mean``
-    (or ``complexity`` / ``mean``), complexity = 1 - activated fraction."""
+@dataclass
+class Scores:
+    """Per-class complexity from ``compdd score`` (complexity = 1 - activated fraction) and where it came from."""
+
+    values: dict[str, float]
+    source: str  # file name
+    layer: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # the run's CAM settings, when run.json is beside the CSV
+
+
+def read_scores(path: str | os.PathLike[str], layer: str | None = None) -> Scores:
+    """Read ``classes.csv`` of a ``compdd score`` run (or the run folder holding it).
+
+    The CSV needs a ``wnid`` column and ``complexity_mean`` (or ``complexity`` / ``mean``); with a ``layer`` column
+    holding several layers, ``layer`` picks one. The run's CAM settings come from ``run.json`` when it is there.
+    """
     p = Path(path)
+    if p.is_dir():
+        p = p / "classes.csv"
     try:
         with p.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
-        raise FileNotFoundError(f"--scores {str(p)!r} does not exist; `compdd score` writes the per-class CSV") from None
+        raise FileNotFoundError(f"--scores {str(p)!r} does not exist; `compdd score` writes classes.csv") from None
     cols = set(rows[0]) if rows else set()
     col = next((c for c in _SCORE_COLUMNS if c in cols), None)
     if "wnid" not in cols or col is None:
         raise ValueError(f"--scores {p}: expected a 'wnid' column and one of {list(_SCORE_COLUMNS)}, "
                          f"found {sorted(cols) or 'no rows'}")
-    out = {}
+    layers = sorted({r["layer"] for r in rows}) if "layer" in cols else []
+    if layer is not None and layer not in layers:
+        raise ValueError(f"--scores-layer {layer!r} is not in {p} (layers: {layers or 'none'})")
+    if layer is None and len(layers) > 1:
+        raise ValueError(f"--scores {p} holds layers {layers}; choose one with --scores-layer")
+    layer = layer or (layers[0] if layers else None)
+    values = {}
     for i, r in enumerate(rows, start=2):
+        if layer is not None and r["layer"] != layer:
+            continue
         try:
-            out[r["wnid"]] = float(r[col])
+            values[r["wnid"]] = float(r[col])
         except ValueError:
             raise ValueError(f"--scores {p}, line {i}: {col}={r[col]!r} is not a number") from None
-    return out
+    settings: dict[str, Any] = {}
+    try:
+        run = json.loads((p.parent / "run.json").read_text("utf-8"))
+        settings = {k: v for k, v in (run.get("cam") or {}).items() if isinstance(v, (str, int, float, list))}
+        weights = (run.get("scorer") or {}).get("weights")
+        if weights:
+            settings["weights"] = weights
+    except (OSError, ValueError, AttributeError):
+        pass  # a bare CSV: the card then names only the file
+    return Scores(values, p.name, layer, settings)
 
 
 def definition_records(d: Definition) -> dict[str, dict[str, Any]]:
@@ -166,7 +200,7 @@ def _block_subsets(recs: list[dict], **_: Any) -> str:
     return "\n".join(lines)
 
 
-def _block_complexity(recs: list[dict], scores: dict[str, float] | None = None, **_: Any) -> str:
+def _block_complexity(recs: list[dict], scores: Scores | None = None, **_: Any) -> str:
     provs = {r["definition"]["id"]: (r["definition"].get("provenance") or {}).get("complexity") for r in recs}
     lines = []
     for i, p in provs.items():
@@ -177,11 +211,14 @@ def _block_complexity(recs: list[dict], scores: dict[str, float] | None = None, 
                   "`compdd score` computes them from an ImageNet copy, and `compdd export --scores FILE` fills them in "
                   "here."]
         return "\n".join(lines).strip()
-    lines += ["", "Class complexity (1 − fraction of activated Grad-CAM pixels; higher = more complex), from "
-              "`compdd score`:", "", "| config | mean | per class (local label: complexity) |", "|---|---|---|"]
+    origin = f"`{scores.source}`" + (f", layer `{scores.layer}`" if scores.layer else "")
+    if scores.settings:
+        origin += "; " + ", ".join(f"{k} = {v}" for k, v in scores.settings.items())
+    lines += ["", f"Class complexity (1 − fraction of activated Grad-CAM pixels; higher = more complex), from "
+              f"`compdd score` ({origin}):", "", "| config | mean | per class (local label: complexity) |",
+              "|---|---|---|"]
     for r in recs:
-        w = r["subset"]["wnids"]
-        vals = [scores.get(x) for x in w]
+        vals = [scores.values.get(x) for x in r["subset"]["wnids"]]
         known = [v for v in vals if v is not None]
         mean = f"{sum(known) / len(known):.4f}" if len(known) == len(vals) else "—"
         per = "; ".join(f"{i}: {v:.4f}" if v is not None else f"{i}: —" for i, v in enumerate(vals))
@@ -256,7 +293,7 @@ def template_blocks(template: str) -> dict[str, str]:
     return {m.group("name"): m.group("body").rstrip("\n") for m in _BLOCK.finditer(template)}
 
 
-def render_readme(records: dict[str, dict[str, Any]], template: str, *, scores: dict[str, float] | None = None,
+def render_readme(records: dict[str, dict[str, Any]], template: str, *, scores: Scores | None = None,
                   repo_id: str | None = None) -> str:
     if not records:
         raise ValueError("nothing to describe: the export folder holds no finished config")

@@ -189,6 +189,7 @@ def export_dataset(
     definition: str | os.PathLike[str] = "comp-dd-v1",
     classic: bool = False,
     scores: str | os.PathLike[str] | None = None,
+    scores_layer: str | None = None,
     repo_id: str | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     overwrite: bool = False,
@@ -197,7 +198,8 @@ def export_dataset(
 ) -> ExportReport:
     """Export ``subsets`` of ``definition`` (default: all; ``classic=True`` adds imagenette & co.) to ``out``.
 
-    ``scores``: a per-class complexity CSV from ``compdd score`` whose values go into the card.
+    ``scores``: ``classes.csv`` of a ``compdd score`` run (or its folder); its values go into the card
+    (``scores_layer`` picks the layer when the run scored several).
     ``repo_id``: the Hub repo the card's loading examples name. Returns what was written and kept.
     """
     from tqdm.auto import tqdm
@@ -207,7 +209,7 @@ def export_dataset(
     if repo_id is not None:
         layout.check_repo_id(repo_id)
     chosen = select_subsets(definition, subsets, classic)
-    class_scores = card.read_scores(scores) if scores is not None else None
+    class_scores = card.read_scores(scores, scores_layer) if scores is not None else None
     template = card.load_template(card_template)
     root = Path(imagenet_root).resolve()
     for folder in layout.SPLITS.values():
