@@ -62,7 +62,7 @@ def export_cmd(imagenet_root: str, out: str, subsets: str | None, definition: st
     click.echo(f"card: {rep.out / 'README.md'}\n"
                f"check it: python -c \"import datasets; print(datasets.load_dataset('{rep.out}', "
                f"'{next(iter(rep.records))}'))\"\n"
-               f"publish:  compdd publish --repo-id ORG/comp-dd --from {rep.out} --dry-run")
+               f"publish:  compdd publish --repo-id {repo_id or 'ORG/comp-dd'} --from {rep.out} --dry-run")
 
 
 @click.command("publish")
