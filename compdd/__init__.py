@@ -15,10 +15,11 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from compdd.benchmark import Definition, Subset, get_subset, list_subsets, load_definition
-from compdd.data import SubsetTensors
+from compdd.data import SubsetTensors, load_tensors
 from compdd.distilled import DistilledSet
 from compdd.evaluation.protocols import Protocol, get_protocol, list_protocols
 from compdd.evaluation.records import ResultRecord
+from compdd.hub import load_subset
 from compdd.methods import ConfigError, Method, MethodConfig, create_method, list_methods, register_method
 from compdd.models import create_model, list_models, register_model
 from compdd.registry import UnknownNameError
@@ -43,6 +44,8 @@ __all__ = [
     "list_models",
     "list_protocols",
     "list_subsets",
+    "load_subset",
+    "load_tensors",
     "load_definition",
     "register_method",
     "register_model",
