@@ -13,8 +13,12 @@ is the per-image mean of ``M`` (the paper's rule and the default) or a fixed val
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 Threshold = str | float  # "mean" or a fixed value
 
@@ -96,6 +100,11 @@ class DiscriminativeAreaEnhancement:
                                  generator=generator)
         self.weights = enhancement_weights(self.maps, self.beta, self.threshold)
         self.refreshes += 1
+        flat = (self.maps.amax(dim=(-2, -1)) - self.maps.amin(dim=(-2, -1))) <= 0
+        if self.refreshes == 1 and bool(flat.all()):
+            log.warning("every CAM is flat (is the CAM layer's map 1 x 1 at %d px?); DAE then only scales the whole "
+                        "image gradient by beta + 0. Use a CAM model with a larger last feature map at this "
+                        "resolution (e.g. cam_weights=expert)", images.shape[-1])
 
     def state_dict(self) -> dict[str, Tensor]:
         if self.maps is None:
