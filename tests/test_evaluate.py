@@ -144,3 +144,35 @@ def test_learnable_task_full_beats_random_10_beats_random_1_beats_chance(make_sa
         acc[kind, ipc] = rec.top1_mean
     # measured: about 86.5 > 57.3 > 33.0 > 10 (two seeds, 200 test images)
     assert acc["full", None] > acc["random", 10] + 5 > acc["random", 1] + 10 > 10 + 10, acc
+
+
+class CountingTeacher(torch.nn.Module):
+    """A stand-in teacher: a linear map of the mean colour; counts its forward passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize(("kw", "mode"), [
+    ({"label_mode": "kd", "augmentation": {"name": "kd-crop-cutmix"}, "kd": {"temperature": 4}}, "kd"),
+    ({"label_mode": "soft", "augmentation": {"name": "none"}, "kd": {"relabel": "static"}}, "soft"),
+])
+def test_teacher_protocols_score_the_set_and_references_with_the_teacher(sample_root, tmp_path, kw, mode):
+    train = load_tensors_from_imagenet("bird-hard", sample_root, "train", 32, progress=False)
+    from compdd.methods import create_method
+
+    create_method("random").distill(train, 1).save(tmp_path / "set")
+    proto = Protocol(name="t", version=1, models={32: TINY}, epochs=1, seeds=(0,), batch_size=64, **kw)
+    teacher = CountingTeacher()
+    rec = run.run_eval_distilled(tmp_path / "set", "bird-hard", protocol=proto, imagenet_root=sample_root,
+                                 teacher=teacher, device="cpu", progress=False)
+    assert rec.label_mode == mode and rec.teacher["weights_fingerprint"] == run.module_fingerprint(teacher)
+    assert teacher.calls > 0 and rec.random_reference is not None
+    full = ResultRecord.load(rec.full_reference.record)
+    assert full.label_mode == mode and full.teacher == rec.teacher

@@ -15,6 +15,7 @@ from compdd.models import MODELS
 from compdd.models.convnet import ConvNet
 
 TINY = "test_convnet_w8"
+TINY_BN = "test_convnet_w8_bn"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,14 +24,16 @@ def _tiny_model_one_thread():
     (several times slower on a busy 2-core machine)."""
     MODELS.add(TINY, lambda num_classes, res, channels=3: ConvNet(num_classes, res, channels, depth=2, width=8),
                replace=True)
+    MODELS.add(TINY_BN, lambda num_classes, res, channels=3: ConvNet(num_classes, res, channels, depth=2, width=8,
+                                                                     norm="batch"), replace=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
 
-def proto(epochs: int = 4, aug: str = "none", **kw) -> Protocol:
-    return Protocol(name="test", version=1, models={16: TINY}, epochs=epochs, batch_size=16,
+def proto(epochs: int = 4, aug: str = "none", model: str = TINY, **kw) -> Protocol:
+    return Protocol(name="test", version=1, models={16: model}, epochs=epochs, batch_size=16,
                     augmentation=AugmentSpec(name=aug), seeds=(0, 1), **kw)
 
 
@@ -140,13 +143,18 @@ def test_seeded_runs_repeat_exactly_and_leave_the_global_rng_alone():
     assert not torch.allclose(_flat(a, 0), _flat(c, 0))
 
 
-def test_stacked_seeds_train_like_sequential_ones():
+@pytest.mark.parametrize("model", [TINY, TINY_BN])
+def test_stacked_seeds_train_like_sequential_ones(model):
     x, y = colour_task(3, seed=1)
-    p = proto(epochs=3, aug="dsa")
+    p = proto(epochs=3, aug="dsa", model=model)
     stacked = T.train_stack(x, y, p, [0, 1], num_classes=10, progress=False)
     for i, s in enumerate([0, 1]):
         alone = T.train_stack(x, y, p, [s], num_classes=10, progress=False)
         torch.testing.assert_close(_flat(stacked, i), _flat(alone, 0), atol=1e-4, rtol=1e-4)
+        # batch-norm running statistics are tracked per seed too
+        want, got = alone.unstack(0).state_dict(), stacked.unstack(i).state_dict()
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], atol=1e-4, rtol=1e-4)
     xt, yt = colour_task(2, seed=3)
     both = T.train_and_evaluate(x, y, xt, yt, p, num_classes=10, batched=True, progress=False)
     one_by_one = T.train_and_evaluate(x, y, xt, yt, p, num_classes=10, batched=False, progress=False)

@@ -42,6 +42,13 @@ def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _source(source: str, imagenet_root: Path | None, data_path: Path | None, repo_id: str | None,
+            revision: str | None):
+    from compdd.evaluation.run import DataSource
+
+    return DataSource(source, imagenet_root, data_path, repo_id, revision)
+
+
 def _overrides(epochs: int | None, seeds: str | None) -> dict[str, Any]:
     return {k: v for k, v in {"epochs": epochs, "seeds": _parse_seeds(seeds)}.items() if v is not None}
 
@@ -59,16 +66,20 @@ def _summary(record, where: Path | None) -> None:
 _common = [
     click.option("--protocol", default="dd-v1", show_default=True,
                  help="Protocol id (see `compdd list-protocols`) or a protocol YAML file."),
-    click.option("--source", type=click.Choice(["imagenet"]), default="imagenet", show_default=True,
-                 help="Where the real subset comes from."),
+    click.option("--source", type=click.Choice(["imagenet", "local", "hub"]), default="imagenet", show_default=True,
+                 help="Where the real subset (training split and test split) comes from."),
     click.option("--imagenet-root", type=click.Path(file_okay=False, path_type=Path),
-                 help="ImageNet folder with train/<wnid>/ and val/<wnid>/ (the real split and the test split)."),
+                 help="--source imagenet: ImageNet folder with train/<wnid>/ and val/<wnid>/."),
+    click.option("--data-path", type=click.Path(file_okay=False, path_type=Path),
+                 help="--source local: a folder written by `compdd export`."),
+    click.option("--repo-id", help="--source hub: the dataset repo, e.g. my-lab/comp-dd (or $COMPDD_HUB_REPO)."),
+    click.option("--revision", help="--source hub: a branch, tag or commit."),
     click.option("--epochs", type=click.IntRange(min=1), help="Override the protocol's epochs (marks the result non-standard)."),
     click.option("--seeds", help="Override the protocol's evaluation seeds, e.g. 0,1 or 0-2 (non-standard)."),
     click.option("--device", help="torch device; default cuda if available, else cpu."),
-    click.option("--batched/--sequential", default=None,
-                 help="Train the evaluation seeds stacked in one vmapped model, or one after the other. "
-                      "Default: stacked on CUDA, sequential on CPU."),
+    click.option("--batched/--sequential", default=False, show_default=True,
+                 help="Train the evaluation seeds stacked in one vmapped model, or one after the other "
+                      "(same numbers up to float rounding; see bench/eval_throughput.py for speed)."),
     click.option("--no-references", is_flag=True, help="Skip the random and full-data references."),
 ]
 
@@ -91,8 +102,9 @@ def common(f):
 @click.option("--seed", default=0, show_default=True, type=int, help="Distillation seed.")
 @common
 def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None, sets: tuple[str, ...], seed: int,
-                 protocol: str, source: str, imagenet_root: Path | None, epochs: int | None, seeds: str | None,
-                 device: str | None, batched: bool | None, no_references: bool) -> None:
+                 protocol: str, source: str, imagenet_root: Path | None, data_path: Path | None, repo_id: str | None,
+                 revision: str | None, epochs: int | None, seeds: str | None, device: str | None, batched: bool,
+                 no_references: bool) -> None:
     """Distil a subset with a method, score it under a protocol, write the set and its result record.
 
     Shows progress per evaluation seed and epoch and a summary at the end: per-seed top-1, mean ± std, the
@@ -109,8 +121,9 @@ def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None,
     overrides = _overrides(epochs, seeds)
     proto, _ = resolve_protocol(protocol, overrides)
     out = out or Path("results") / f"{method}-{subset}-ipc{ipc}-{res}px-{proto.id}"
-    record = run_evaluation(method, subset, ipc, protocol=protocol, res=res, source=source,
-                            imagenet_root=imagenet_root, out=out, method_config=_parse_sets(sets),
+    record = run_evaluation(method, subset, ipc, protocol=protocol, res=res,
+                            source=_source(source, imagenet_root, data_path, repo_id, revision),
+                            out=out, method_config=_parse_sets(sets),
                             overrides=overrides, seed=seed, device=device, batched=batched,
                             references=not no_references)
     click.echo(f"\ndistilled set: {out / 'distilled'}")
@@ -123,8 +136,9 @@ def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None,
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Result record path. Default: FOLDER/result.json.")
 @common
 def eval_distilled_cmd(folder: Path, subset: str, out: Path | None, protocol: str, source: str,
-                       imagenet_root: Path | None, epochs: int | None, seeds: str | None, device: str | None,
-                       batched: bool | None, no_references: bool) -> None:
+                       imagenet_root: Path | None, data_path: Path | None, repo_id: str | None, revision: str | None,
+                       epochs: int | None, seeds: str | None, device: str | None, batched: bool,
+                       no_references: bool) -> None:
     """Score a distilled-set folder produced elsewhere (`compdd import` turns .pt files or PNGs into one).
 
     \b
@@ -134,8 +148,8 @@ def eval_distilled_cmd(folder: Path, subset: str, out: Path | None, protocol: st
     from compdd.evaluation.run import RESULT_FILE, run_eval_distilled
 
     out = out or folder / RESULT_FILE
-    record = run_eval_distilled(folder, subset, protocol=protocol, source=source, imagenet_root=imagenet_root,
-                                out=out, overrides=_overrides(epochs, seeds), device=device, batched=batched,
+    record = run_eval_distilled(folder, subset, protocol=protocol,
+                                source=_source(source, imagenet_root, data_path, repo_id, revision), out=out, overrides=_overrides(epochs, seeds), device=device, batched=batched,
                                 references=not no_references)
     _summary(record, out)
 

@@ -78,6 +78,7 @@ class ResultRecord(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
     label_mode: Literal["hard", "soft", "kd"] | None = None  # the loss the protocol used for this set
+    teacher: dict[str, Any] | None = None  # KD / relabelling protocols: the teacher's id, recipe and hashes
     eval_lr: float | None = None  # the lr the evaluation networks were trained with
     distill_seed: int | None = None  # the seed the method distilled with
 

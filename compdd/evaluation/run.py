@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,19 +67,72 @@ def resolve_protocol(protocol: str | os.PathLike[str] | Protocol,
     return proto.with_overrides(**dict(overrides or {}))
 
 
-def load_split(subset: str | Subset, split: str, res: int, *, source: str = "imagenet",
-               root: str | os.PathLike[str] | None = None, progress: bool = True) -> SubsetTensors:
-    """One split (``train`` or ``validation``) of a subset as uint8 tensors at ``res`` px."""
-    from compdd.data import load_tensors_from_imagenet
+@dataclass(frozen=True)
+class DataSource:
+    """Where the real images come from (see :func:`compdd.data.load_tensors`): an ImageNet folder, a local
+    ``compdd export`` folder, or a Hub dataset repo."""
 
-    if source != "imagenet":
-        raise ValueError(f"source {source!r} is not supported yet; use source='imagenet' with an ImageNet root")
-    if root is None:
-        raise ValueError("no ImageNet root given; pass --imagenet-root DIR (a folder with train/ and val/)")
-    folder = {"validation": "val", "val": "val", "train": "train"}.get(split)
-    if folder is None:
-        raise ValueError(f"unknown split {split!r}; use 'train' or 'validation'")
-    return load_tensors_from_imagenet(subset, root, folder, res, progress=progress)
+    source: str = "imagenet"
+    imagenet_root: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str] | None = None  # source="local"
+    repo_id: str | None = None  # source="hub"
+    revision: str | None = None
+
+    def load(self, subset: str | Subset, split: str, res: int, *, progress: bool = True) -> SubsetTensors:
+        return load_split(subset, split, res, source=self.source, root=self.imagenet_root, path=self.path,
+                          repo_id=self.repo_id, revision=self.revision, progress=progress)
+
+
+def load_split(subset: str | Subset, split: str, res: int, *, source: str = "imagenet",
+               root: str | os.PathLike[str] | None = None, path: str | os.PathLike[str] | None = None,
+               repo_id: str | None = None, revision: str | None = None, progress: bool = True) -> SubsetTensors:
+    """One split (``train`` or ``validation``/``val``) of a subset as uint8 tensors at ``res`` px.
+
+    ``root`` is the ImageNet folder for ``source="imagenet"``; ``path`` the export folder for ``local``;
+    ``repo_id``/``revision`` the dataset repo for ``hub``.
+    """
+    from compdd.data import load_tensors
+
+    if source == "imagenet" and root is None:
+        raise ValueError("no ImageNet root given; pass --imagenet-root DIR (a folder with train/ and val/), "
+                         "or use --source local/hub")
+    return load_tensors(subset, split, res, source=source, imagenet_root=root, path=path, repo_id=repo_id,
+                        revision=revision, progress=progress)
+
+
+# ----------------------------------------------------------------------------------------------- teachers
+
+TeacherLike = Any  # an nn.Module, a compdd.teachers.Teacher, or None
+
+
+def resolve_teacher(proto: Protocol, teacher: TeacherLike, train: SubsetTensors | None, test: SubsetTensors | None,
+                    device: torch.device, progress: bool = True) -> tuple[nn.Module | None, dict[str, Any] | None]:
+    """(teacher module, what the record keeps about it) for ``proto``.
+
+    A given teacher is used as is; otherwise a KD or relabelling protocol gets its cached teacher trained on
+    ``train`` by the protocol's recipe (:func:`compdd.teachers.protocol_teacher`); other protocols get none.
+    """
+    from compdd.teachers import Teacher, protocol_needs_teacher, protocol_teacher
+
+    if isinstance(teacher, Teacher):
+        return teacher.model, teacher.summary()
+    if teacher is not None:
+        return teacher, {"id": None, "weights_fingerprint": module_fingerprint(teacher)}
+    if not protocol_needs_teacher(proto):
+        return None, None
+    if train is None:
+        raise ValueError(f"protocol {proto.id} scores with a teacher trained on the real training split; "
+                         "load the training split (or pass teacher=)")
+    t = protocol_teacher(proto, train, val=test, device=device, progress=progress)
+    return t.model, t.summary()
+
+
+def _training_labels(proto: Protocol, teacher: nn.Module | None, images: torch.Tensor,
+                     labels: torch.Tensor) -> torch.Tensor:
+    """The labels the protocol trains with: the set's own, or the teacher's logits (static relabelling)."""
+    from compdd.teachers import protocol_labels
+
+    return protocol_labels(proto, teacher, images, labels)
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -102,17 +156,24 @@ def evaluate_distilled(
     protocol: str | os.PathLike[str] | Protocol = DEFAULT_PROTOCOL,
     *,
     overrides: Mapping[str, Any] | None = None,
-    teacher: nn.Module | None = None,
+    teacher: TeacherLike = None,
     device: str | torch.device | None = None,
-    batched: bool | None = None,
+    batched: bool = False,
     progress: bool = True,
 ) -> list[SeedResult]:
-    """Train one network per protocol seed on ``distilled`` and score it on the whole ``test`` split (final epoch)."""
+    """Train one network per protocol seed on ``distilled`` and score it on the whole ``test`` split (final epoch).
+
+    KD and relabelling protocols need ``teacher`` (a module or a :class:`compdd.teachers.Teacher`).
+    """
     proto, _ = resolve_protocol(protocol, overrides)
     _check_fits(distilled, test)
+    from compdd.teachers import Teacher
+
+    module = teacher.model if isinstance(teacher, Teacher) else teacher
+    labels = _training_labels(proto, module, distilled.images, distilled.labels)
     return trainer.train_and_evaluate(
-        distilled.images, distilled.labels, test.images, test.labels, proto, num_classes=test.num_classes,
-        lr=distilled.lr, teacher=teacher, device=device or default_device(), batched=batched, progress=progress)
+        distilled.images, labels, test.images, test.labels, proto, num_classes=test.num_classes,
+        lr=distilled.lr, teacher=module, device=device or default_device(), batched=batched, progress=progress)
 
 
 def tensor_fingerprint(*tensors: torch.Tensor) -> str:
@@ -136,9 +197,9 @@ def reference(
     *,
     ipc: int | None = None,
     overrides: Mapping[str, Any] | None = None,
-    teacher: nn.Module | None = None,
+    teacher: TeacherLike = None,
     device: str | torch.device | None = None,
-    batched: bool | None = None,
+    batched: bool = False,
     cache: bool = True,
     progress: bool = True,
 ) -> tuple[ResultRecord, Path | None]:
@@ -152,6 +213,7 @@ def reference(
         raise ValueError("the random reference needs an ipc")
     proto, applied = resolve_protocol(protocol, overrides)
     device = torch.device(device or default_device())
+    module, teacher_info = resolve_teacher(proto, teacher, train, test, device, progress)
     sub = get_subset(train.subset)
     from compdd import __version__
 
@@ -160,7 +222,7 @@ def reference(
         "subset_sha256": sub.sha256(), "res": train.resolution, "ipc": ipc if kind == "random" else None,
         "draw_seed": RANDOM_REFERENCE_SEED if kind == "random" else None,
         "data": tensor_fingerprint(train.images, train.labels, test.images, test.labels),
-        "teacher": module_fingerprint(teacher) if teacher is not None else None,
+        "teacher": module_fingerprint(module) if module is not None else None,
         "device": device.type, "compdd": __version__,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -178,17 +240,19 @@ def reference(
         images, labels = ds.images, ds.labels
     else:
         images, labels = train.images, train.labels  # uint8, normalised per batch: no float copy of the split
+    labels = _training_labels(proto, module, images, labels)
     log.info("training the %s reference (%d images) under %s", kind, len(images), proto.id)
     seeds = trainer.train_and_evaluate(images, labels, test.images, test.labels, proto, num_classes=test.num_classes,
-                                       teacher=teacher, device=device, batched=batched, progress=progress)
+                                       teacher=module, device=device, batched=batched, progress=progress)
     record = ResultRecord.from_seeds(
         seeds, source="measured", method=kind, subset=sub.name, subset_sha256=sub.sha256(), definition=sub.definition,
         ipc=ipc if kind == "random" else max(1, len(train) // train.num_classes), resolution=train.resolution,
-        protocol=proto.id, protocol_config=proto.model_dump(mode="json"), overrides=applied,
-        label_mode=trainer.resolve_label_mode(proto, labels, teacher), eval_lr=proto.eval_lr(None),
-        distill_seed=RANDOM_REFERENCE_SEED if kind == "random" else None,
-        artifact=Artifact(n_images=len(images), label_type="hard"), versions=versions(), git_commit=git_commit(),
-        hardware=hardware(device), wall_time_s={"evaluate": round(time.perf_counter() - t0, 3)},
+        protocol=proto.id, protocol_config=proto.model_dump(mode="json"), overrides=_jsonable(applied),
+        label_mode=trainer.resolve_label_mode(proto, labels, module), teacher=teacher_info,
+        eval_lr=proto.eval_lr(None), distill_seed=RANDOM_REFERENCE_SEED if kind == "random" else None,
+        artifact=Artifact(n_images=len(images), label_type="teacher" if module is not None else "hard"),
+        versions=versions(), git_commit=git_commit(), hardware=hardware(device),
+        wall_time_s={"evaluate": round(time.perf_counter() - t0, 3)},
         notes=f"reference cache key: {json.dumps(key, sort_keys=True)}")
     if cache:
         record.save(path)
@@ -198,6 +262,10 @@ def reference(
 def _as_reference(record: ResultRecord, path: Path | None) -> Reference:
     return Reference(mean=record.top1_mean, std=record.top1_std, n=len(record.per_seed),
                      record=str(path) if path else None)
+
+
+def _jsonable(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -245,9 +313,9 @@ def score_set(
     method_config: Mapping[str, Any] | None = None,
     ipc: int,
     overrides: Mapping[str, Any] | None = None,
-    teacher: nn.Module | None = None,
+    teacher: TeacherLike = None,
     device: str | torch.device | None = None,
-    batched: bool | None = None,
+    batched: bool = False,
     references: bool = True,
     wall_time_s: Mapping[str, float] | None = None,
     progress: bool = True,
@@ -259,8 +327,9 @@ def score_set(
     proto, applied = resolve_protocol(protocol, overrides)
     device = torch.device(device or default_device())
     sub = get_subset(test.subset)
+    module, teacher_info = resolve_teacher(proto, teacher, train, test, device, progress)
     t0 = time.perf_counter()
-    seeds = evaluate_distilled(distilled, test, proto, teacher=teacher, device=device, batched=batched,
+    seeds = evaluate_distilled(distilled, test, proto, teacher=module, device=device, batched=batched,
                                progress=progress)
     walls = {**(wall_time_s or {}), "evaluate": round(time.perf_counter() - t0, 3)}
     refs: dict[str, Reference] = {}
@@ -269,22 +338,28 @@ def score_set(
             raise ValueError("references need the training split")
         t0 = time.perf_counter()
         for kind in ("random", "full"):
-            rec, path = reference(kind, train, test, protocol, ipc=ipc, overrides=overrides, teacher=teacher,
+            rec, path = reference(kind, train, test, protocol, ipc=ipc, overrides=overrides, teacher=module,
                                   device=device, batched=batched, progress=progress)
             refs[kind] = _as_reference(rec, path)
         walls["references"] = round(time.perf_counter() - t0, 3)
+    relabelled = proto.kd.get("relabel") == "static"  # trained on teacher logits, whatever its own labels
+    labels = torch.empty(0, test.num_classes) if relabelled else distilled.labels
     return ResultRecord.from_seeds(
         seeds, source="measured", method=method, method_config=dict(method_config or {}), subset=sub.name,
         subset_sha256=sub.sha256(), definition=sub.definition, ipc=ipc, resolution=distilled.resolution,
-        protocol=proto.id, protocol_config=proto.model_dump(mode="json"),
-        overrides={k: list(v) if isinstance(v, tuple) else v for k, v in applied.items()},
-        label_mode=trainer.resolve_label_mode(proto, distilled.labels, teacher), eval_lr=proto.eval_lr(distilled.lr),
-        distill_seed=distilled.meta.get("seed"),
+        protocol=proto.id, protocol_config=proto.model_dump(mode="json"), overrides=_jsonable(applied),
+        label_mode=trainer.resolve_label_mode(proto, labels, module), teacher=teacher_info,
+        eval_lr=proto.eval_lr(distilled.lr), distill_seed=distilled.meta.get("seed"),
         random_reference=refs.get("random"), full_reference=refs.get("full"),
         artifact=Artifact(sha256=distilled.sha256(), path=str(artifact_dir), n_images=len(distilled),
-                          label_type="teacher" if teacher is not None else distilled.label_type,
-                          learned_lr=distilled.lr),
+                          label_type=distilled.label_type, learned_lr=distilled.lr),
         versions=versions(), git_commit=git_commit(), hardware=hardware(device), wall_time_s=walls)
+
+
+def _needs_train(proto: Protocol, references: bool, teacher: TeacherLike) -> bool:
+    from compdd.teachers import protocol_needs_teacher
+
+    return references or (teacher is None and protocol_needs_teacher(proto))
 
 
 def run_evaluation(
@@ -294,15 +369,15 @@ def run_evaluation(
     *,
     protocol: str | os.PathLike[str] | Protocol = DEFAULT_PROTOCOL,
     res: int = 128,
-    source: str = "imagenet",
+    source: str | DataSource = "imagenet",
     imagenet_root: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     method_config: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
-    teacher: nn.Module | None = None,
+    teacher: TeacherLike = None,
     device: str | torch.device | None = None,
-    batched: bool | None = None,
+    batched: bool = False,
     references: bool = True,
     progress: bool = True,
 ) -> ResultRecord:
@@ -310,15 +385,17 @@ def run_evaluation(
 
     Writes ``out/distilled/`` (the set) and ``out/result.json`` (the record) when ``out`` is given; the record is
     returned either way. The method gets its shipped preset for (subset, ipc, res), overridden by ``method_config``.
+    ``source`` is ``"imagenet"`` (with ``imagenet_root``) or a :class:`DataSource` for local/Hub data.
     """
     from compdd.methods import create_method
 
+    data = source if isinstance(source, DataSource) else DataSource(source, imagenet_root)
     proto, _ = resolve_protocol(protocol, overrides)
     proto.model_for(res)  # fail before any work if the protocol has no model at this resolution
     device = torch.device(device or default_device())
     m = create_method(method, subset=subset, ipc=ipc, res=res, **dict(method_config or {}))
-    train = load_split(subset, "train", res, source=source, root=imagenet_root, progress=progress)
-    test = load_split(subset, proto.test_split, res, source=source, root=imagenet_root, progress=progress)
+    train = data.load(subset, "train", res, progress=progress)
+    test = data.load(subset, proto.test_split, res, progress=progress)
 
     t0 = time.perf_counter()
     ds = m.distill(train, ipc, seed=seed, device=device, progress=progress)
@@ -345,29 +422,29 @@ def run_eval_distilled(
     subset: str,
     *,
     protocol: str | os.PathLike[str] | Protocol = DEFAULT_PROTOCOL,
-    source: str = "imagenet",
+    source: str | DataSource = "imagenet",
     imagenet_root: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
-    teacher: nn.Module | None = None,
+    teacher: TeacherLike = None,
     device: str | torch.device | None = None,
-    batched: bool | None = None,
+    batched: bool = False,
     references: bool = True,
     progress: bool = True,
 ) -> ResultRecord:
     """Score a distilled-set folder made elsewhere (``compdd eval-distilled``); write ``out`` (a JSON file) if given."""
+    data = source if isinstance(source, DataSource) else DataSource(source, imagenet_root)
     folder = Path(folder)
     ds = DistilledSet.load(folder)
     sub = get_subset(subset)
-    n_per = len(ds) // sub.num_classes
-    ipc = int(ds.meta.get("ipc") or n_per)
+    ipc = int(ds.meta.get("ipc") or len(ds) // sub.num_classes)
     if ipc < 1:
         raise ValueError(f"{folder} holds {len(ds)} images, fewer than one per class of {subset}")
-    res = ds.resolution
-    train = load_split(subset, "train", res, source=source, root=imagenet_root, progress=progress) \
-        if references else None
     proto, _ = resolve_protocol(protocol, overrides)
-    test = load_split(subset, proto.test_split, res, source=source, root=imagenet_root, progress=progress)
+    test = data.load(subset, proto.test_split, ds.resolution, progress=progress)
+    _check_fits(ds, test)
+    train = data.load(subset, "train", ds.resolution, progress=progress) \
+        if _needs_train(proto, references, teacher) else None
     record = score_set(ds, folder, train, test, protocol, method=str(ds.meta.get("method") or "imported"),
                        method_config=ds.meta.get("config") or {}, ipc=ipc, overrides=overrides, teacher=teacher,
                        device=device, batched=batched, references=references, progress=progress)
@@ -398,5 +475,5 @@ def summary_rows(record: ResultRecord) -> list[tuple[str, str]]:
     return rows
 
 
-__all__: Sequence[str] = ["evaluate_distilled", "reference", "run_evaluation", "run_eval_distilled", "score_set",
-                          "resolve_protocol", "load_split", "default_device"]
+__all__: Sequence[str] = ["DataSource", "default_device", "evaluate_distilled", "load_split", "reference",
+                          "resolve_protocol", "resolve_teacher", "run_eval_distilled", "run_evaluation", "score_set"]

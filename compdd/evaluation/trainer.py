@@ -112,9 +112,12 @@ def make_augment(spec: AugmentSpec, device: torch.device) -> Augment | None:
     if spec.name == "dsa":
         from compdd.augment import DSA
 
-        dsa = DSA(spec.strategy, crop_ratio=spec.crop_ratio)
-        return dsa
-    raise TrainerError(f"augmentation {spec.name!r} is not available in this trainer yet")
+        return DSA(spec.strategy, crop_ratio=spec.crop_ratio)
+    if spec.name == "kd-crop-cutmix":
+        from compdd.teachers import kd_crop_cutmix
+
+        return kd_crop_cutmix
+    raise TrainerError(f"augmentation {spec.name!r} is not available in this trainer")
 
 
 # ----------------------------------------------------------------------------------------------- model stacks
@@ -171,11 +174,6 @@ class ModelStack:
         state = {n: t[i].detach() for n, t in {**self.params, **self.buffers}.items()}
         m.load_state_dict(state)
         return m
-
-
-def can_batch(model: nn.Module) -> bool:
-    """Stacking needs modules without running statistics (BatchNorm's in-place buffer updates)."""
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -300,20 +298,6 @@ def evaluate_stack(stack: ModelStack, images: Tensor, labels: Tensor, device: st
             for c1, c5 in zip(correct1.tolist(), correct5.tolist())]
 
 
-def resolve_batched(batched: bool | None, protocol: Protocol, res: int, n_seeds: int, device: torch.device) -> bool:
-    """``None`` (auto): stack seeds on CUDA when the model allows it; on CPU run them one by one (see bench)."""
-    if n_seeds < 2:
-        return False
-    if batched is False:
-        return False
-    probe = init_model(protocol.model_for(res), 2, res, 0)
-    if not can_batch(probe):
-        if batched:
-            log.warning("model %s has batch norm; training seeds one by one", protocol.model_for(res))
-        return False
-    return True if batched else device.type == "cuda"
-
-
 def train_and_evaluate(
     images: Tensor,
     labels: Tensor,
@@ -326,20 +310,20 @@ def train_and_evaluate(
     teacher: nn.Module | None = None,
     seeds: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
-    batched: bool | None = None,
+    batched: bool = False,
     progress: bool = True,
 ) -> list[SeedResult]:
     """Train and score one network per seed (default: the protocol's seeds); final epoch, whole test split.
 
     ``test_images`` are uint8 pixels or normalised floats at the training resolution; ``test_labels`` int64.
-    ``batched``: train the seeds stacked (True), one by one (False), or pick (None).
+    ``batched``: train the seeds stacked in one vmapped model instead of one by one (same results up to
+    float summation order; slower on CPU, see ``bench/eval_throughput.py``).
     """
     device = torch.device(device)
     seeds = list(protocol.seeds if seeds is None else seeds)
     if test_images.shape[-1] != images.shape[-1]:
         raise TrainerError(f"test images are {test_images.shape[-1]} px but the set is {images.shape[-1]} px")
-    groups = [seeds] if resolve_batched(batched, protocol, int(images.shape[-1]), len(seeds), device) \
-        else [[s] for s in seeds]
+    groups = [seeds] if batched else [[s] for s in seeds]
     results: list[SeedResult] = []
     for group in groups:
         t0 = time.perf_counter()
