@@ -48,6 +48,24 @@ def rank_category(class_scores: pd.DataFrame, members: tuple[str, ...] | list[st
     return sorted(scored, key=lambda w: (float(class_scores.at[w, "complexity_mean"]), w))
 
 
+def load_categories(base: str | os.PathLike[str] = "comp-dd-v1",
+                    categories_file: str | os.PathLike[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """Category -> member wnids: from ``categories_file`` (JSON ``{category: [wnid, ...]}``) or from ``base``.
+
+    A user file may list any classes (e.g. all 118 dogs, or categories of its own); it is validated like the
+    member lists of a definition (real ImageNet-1K wnids, no repeats).
+    """
+    if categories_file is None:
+        return dict(load_definition(base).categories)
+    raw = json.loads(Path(categories_file).read_text("utf-8")) if Path(categories_file).is_file() else None
+    if raw is None:
+        raise FileNotFoundError(f"categories file {str(categories_file)!r} not found")
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise ValueError(f"{categories_file}: a category file maps category names to lists of wnids")
+    empty = {"format": "compdd-definition/1", "name": "categories", "version": "0", "subsets": []}
+    return dict(parse_definition(empty, str(categories_file), categories=raw).categories)
+
+
 def agreement(new: Definition, ref: Definition) -> list[dict[str, Any]]:
     """Per subset present in both: overlap count and Jaccard index of the class sets."""
     rows = []
@@ -74,20 +92,19 @@ def build_definition(scores: str | os.PathLike[str], *, base: str | os.PathLike[
     run = read_run(scores)
     cs = load_class_scores(scores, layer)
     ref = load_definition(base)
-    cats_def = load_definition(base, categories_file=categories_file)
-    chosen = categories or list(cats_def.categories)
-    unknown = [c for c in chosen if c not in cats_def.categories]
+    cats = load_categories(base, categories_file)
+    chosen = categories or list(cats)
+    unknown = [c for c in chosen if c not in cats]
     if unknown:
-        raise ValueError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
-                         f"known: {', '.join(cats_def.categories)}")
+        raise ValueError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; known: {', '.join(cats)}")
     subsets, members = [], {}
     for c in chosen:
-        m = cats_def.categories[c]
+        m = cats[c]
         missing = [w for w in m if w not in cs.index]
         if missing:
             raise ValueError(f"category {c!r}: {len(missing)} of {len(m)} member classes were not scored "
                              f"(e.g. {', '.join(missing[:3])}); score them (compdd score --classes/--subsets/--all) "
-                             f"or pass --categories with the fully scored ones")
+                             f"or build only fully scored categories (--build-categories)")
         if len(m) < 2 * CLASSES_PER_SUBSET:
             raise ValueError(f"category {c!r} has {len(m)} members; easy and hard subsets need at least "
                              f"{2 * CLASSES_PER_SUBSET}")
@@ -202,14 +219,14 @@ def plot_easy_vs_hard(defn: Definition, class_scores: pd.DataFrame, stem: Path) 
     return _save(fig, stem)
 
 
-def plot_train_images(defn: Definition, counts: dict[str, int], stem: Path) -> list[Path]:
-    """Training images per subset (the paper's Fig. 4a); ``counts`` maps wnid -> images."""
+def plot_train_images(defn: Definition, counts: dict[str, int], stem: Path, split: str = "train") -> list[Path]:
+    """Images per subset in ``split`` (training images: the paper's Fig. 4a); ``counts`` maps wnid -> images."""
     cats = _pairs(defn)
     n = {s.name: sum(counts.get(w, 0) for w in s.wnids) for s in defn.subsets}
     fig = _figure()
     ax = fig.add_subplot()
-    _paired_bars(ax, cats, [n[f"{c}-easy"] for c in cats], [n[f"{c}-hard"] for c in cats], "training images")
-    ax.set_title("Training images per subset")
+    _paired_bars(ax, cats, [n[f"{c}-easy"] for c in cats], [n[f"{c}-hard"] for c in cats], f"{split} images")
+    ax.set_title(f"{split.capitalize()} images per subset")
     return _save(fig, stem)
 
 
@@ -239,7 +256,7 @@ def plot_cam_grid(images: Any, maps: Any, fractions: list[float], title: str, st
 
 
 def train_counts(root: str | os.PathLike[str] | None, wnids: list[str], scores: str | os.PathLike[str]) -> dict[str, int]:
-    """Training images per class: counted in ``root/train`` when given, else from the scored images (train split)."""
+    """Training images per class: counted in ``root/train`` when given, else the images the run scored."""
     if root is not None:
         out = {}
         for w in wnids:
@@ -286,7 +303,9 @@ def write_report(scores: str | os.PathLike[str], out: str | os.PathLike[str], *,
     if defn.subsets:
         figures["easy_vs_hard"] = plot_easy_vs_hard(defn, cs, out / "easy-vs-hard")
         wn = sorted({w for s in defn.subsets for w in s.wnids})
-        figures["train_images"] = plot_train_images(defn, train_counts(imagenet_root, wn, scores), out / "train-images")
+        split = "train" if imagenet_root is not None else run["split"]
+        figures["train_images"] = plot_train_images(defn, train_counts(imagenet_root, wn, scores), out / "train-images",
+                                                    split)
     if cam_class is not None:
         if imagenet_root is None:
             raise ValueError("--cam-class needs --imagenet-root to read the images")

@@ -111,18 +111,21 @@ def _select_wnids(root: str, split: str, classes: str | None, subsets: str | Non
         return sorted(set(out))
     if all_classes:
         return imagenet.wnids()
-    if subsets or categories:
-        d = load_definition(definition, categories_file=categories_file)
-        if subsets:
-            names = [s.name for s in d.subsets if any(fnmatch.fnmatch(s.name, p) for p in _split_list(subsets))]
-            if not names:
-                raise click.BadParameter(f"no subset of {d.id} matches {subsets!r}", param_hint="--subsets")
-            return sorted({w for n in names for w in d.subset(n).wnids})
+    if subsets:
+        d = load_definition(definition)
+        names = [s.name for s in d.subsets if any(fnmatch.fnmatch(s.name, p) for p in _split_list(subsets))]
+        if not names:
+            raise click.BadParameter(f"no subset of {d.id} matches {subsets!r}", param_hint="--subsets")
+        return sorted({w for n in names for w in d.subset(n).wnids})
+    if categories:
+        from compdd.subsets import load_categories
+
+        known = load_categories(definition, categories_file)
         cats = _split_list(categories)
-        bad = [c for c in cats if c not in d.categories]
+        bad = [c for c in cats if c not in known]
         if bad:
-            raise click.BadParameter(f"unknown categories {bad}; known: {', '.join(d.categories)}", param_hint="--categories")
-        return sorted({w for c in cats for w in d.categories[c]})
+            raise click.BadParameter(f"unknown categories {bad}; known: {', '.join(known)}", param_hint="--categories")
+        return sorted({w for c in cats for w in known[c]})
     present = sorted(p.name for p in imagenet.split_dir(root, split).iterdir() if p.is_dir() and imagenet.is_wnid(p.name))
     if not present:
         raise FileNotFoundError(f"{Path(root) / split} holds no wnid class folders; check it with compdd check-imagenet")
@@ -334,9 +337,9 @@ def build_subsets_cmd(scores: str | None, imagenet_root: str | None, out: str, b
 
 
 def _categories_of(base: str, categories_file: str | None) -> list[str]:
-    from compdd.benchmark import load_definition
+    from compdd.subsets import load_categories
 
-    return list(load_definition(base, categories_file=categories_file).categories)
+    return list(load_categories(base, categories_file))
 
 
 @click.command("report")
