@@ -120,7 +120,8 @@ def plot_overlays(report: dict[str, Any], tensors: dict[str, Tensor], path: str 
     rows = list(range(int(classes.max()) + 1))[:max_classes]
     per = min(max_per_class, int((classes == 0).sum()))
     cols = per * (2 if has_before else 1)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.7 * len(rows)), squeeze=False)
+    height = 1.7 * len(rows) + 0.9  # the last 0.9 inch holds the title
+    fig, axes = plt.subplots(len(rows), cols, figsize=(max(1.6 * cols, 5.0), height), squeeze=False)
     for r, c in enumerate(rows):
         idx = torch.nonzero(classes == c).flatten()[:per].tolist()
         panels = []
@@ -139,9 +140,9 @@ def plot_overlays(report: dict[str, Any], tensors: dict[str, Tensor], path: str 
     o = report["overall"]
     title = f"{report['subset']} ipc{report['ipc']}: discriminative area {o['after']:.1f}%"
     if "before" in o:
-        title += f" (initial {o['before']:.1f}%, change {o['change']:+.1f})"
+        title += f"\n(initial {o['before']:.1f}%, change {o['change']:+.1f})"
     fig.suptitle(f"{title}\nCAM: {report['cam']['method']} on {report['cam']['model']}", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / height))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
