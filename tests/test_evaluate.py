@@ -152,6 +152,7 @@ class CountingTeacher(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.lin = torch.nn.Linear(3, 10)
+        self.register_buffer("steps", torch.tensor(0))  # a 0-d buffer, like BatchNorm's num_batches_tracked
         self.calls = 0
 
     def forward(self, x):
@@ -176,3 +177,16 @@ def test_teacher_protocols_score_the_set_and_references_with_the_teacher(sample_
     assert teacher.calls > 0 and rec.random_reference is not None
     full = ResultRecord.load(rec.full_reference.record)
     assert full.label_mode == mode and full.teacher == rec.teacher
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["kd-v1", "soft-static-v1"])
+def test_shipped_teacher_protocols_end_to_end(sample_root, tmp_path, protocol):
+    out = tmp_path / "run"
+    r = invoke("evaluate", "--method", "random", "--subset", "bird-hard", "--ipc", 2, "--res", 32, "--protocol",
+               protocol, "--epochs", 2, "--seeds", "0", "--imagenet-root", sample_root, "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    rec = ResultRecord.load(out / "result.json")
+    assert rec.protocol == protocol and rec.teacher["id"] and rec.teacher["recipe"]["epochs"] == 60
+    assert rec.label_mode == ("kd" if protocol == "kd-v1" else "soft")
+    assert ResultRecord.load(rec.full_reference.record).teacher == rec.teacher

@@ -179,9 +179,9 @@ def evaluate_distilled(
 def tensor_fingerprint(*tensors: torch.Tensor) -> str:
     h = hashlib.sha256()
     for t in tensors:
-        t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+        flat = t.detach().cpu().contiguous().reshape(-1)  # 0-d tensors (BN step counts) cannot be viewed as bytes
+        h.update(flat.view(torch.uint8).numpy().data if flat.numel() else b"")
     return h.hexdigest()
 
 

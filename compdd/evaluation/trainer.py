@@ -246,7 +246,7 @@ def train_stack(
         for g in opt.param_groups:
             g["lr"] = lr0 * protocol.schedule.factor(epoch, epochs)
         perms = torch.stack([torch.randperm(n, generator=g) for g in shufflers]).to(device)  # (S, N)
-        total = 0.0
+        total = torch.zeros((), device=device)  # summed on the device: one host sync per epoch, not per batch
         for b, start in enumerate(range(0, n, bs)):
             idx = perms[:, start:start + bs]
             x = torch.stack([_normalize(x_all[i]) for i in idx])  # (S, B, 3, R, R)
@@ -266,11 +266,12 @@ def train_stack(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) / stack.size
-        if not math.isfinite(total):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {total}); lr {lr0} may be too high")
+            total += loss.detach() / stack.size
+        mean_loss = float(total) / math.ceil(n / bs)
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {mean_loss}); lr {lr0} may be too high")
         if progress:
-            bar.set_postfix(loss=f"{total / math.ceil(n / bs):.4f}")
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
     stack.train(False)
     return stack
 
