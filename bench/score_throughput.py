@@ -2,7 +2,7 @@
 
 (a) torchcam GradCAM at the last block (the reference), (b) the fast path in exact mode (trunk without autograd,
 only the head differentiated), (c) the fast path as `compdd score` runs it by default (plus BatchNorm folded and
-channels-last), (d) the `edf-code` preset (torchcam SmoothGradCAMpp, 4 noisy passes, predicted class, one extractor
+channels-last), optionally (c') that plus torch.compile, (d) the `edf-code` preset (torchcam SmoothGradCAMpp, 4 noisy passes, predicted class, one extractor
 per layer for layer1..layer4), and on CUDA (e) the fast path with bfloat16 autocast. Images are decoded once into
 memory (decoding is the same for every engine); weights are random (speed does not depend on them).
 Prints img/s (best of --repeat timed rounds after a warm-up, engines interleaved), the ratio to (a), and the
@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-edf", action="store_true", help="leave out (d), the slowest")
+    ap.add_argument("--compile", action="store_true", help="add (c'): (c) with torch.compile (compiles during warm-up)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,6 +78,8 @@ def main() -> None:
         "(b) fast, exact": (FastGradCAM(model), "label"),
         "(c) fast, default (fold BN, channels-last)": (FastGradCAM(model, optimize=True), "label"),
     }
+    if args.compile:
+        engines["(c') fast, default + torch.compile"] = (FastGradCAM(model, optimize=True, compile=True), "label")
     if dev.type == "cuda":
         engines["(e) fast, default + bf16 autocast"] = (FastGradCAM(model, optimize=True, amp=True), "label")
     if not args.skip_edf:

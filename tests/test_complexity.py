@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 from test_imagenet_check import odd_files_tree
 
+from compdd.benchmark import load_definition
 from compdd.cli import main
 from compdd.complexity import (
     FastGradCAM,
@@ -194,6 +195,7 @@ def test_timm_name_resolves_through_hf_cache_offline(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # the scoring run
 
+V1 = load_definition("comp-dd-v1")
 TINY = {"layers": [1, 1, 1, 1], "channels": [8, 16, 16, 16], "output_stride": 8}
 
 
@@ -293,3 +295,60 @@ def test_score_cli_errors_are_clear(sample_root: Path, tmp_path: Path, tiny_scor
                                   "--weights", tiny_scorer, "--engine", "fast", "--preset", "edf-code",
                                   "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "--engine fast" in r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end through the CLI on the generated sample ImageNet
+
+
+def _cli(*args: str) -> str:
+    r = CliRunner().invoke(main, list(args))
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_sample_pipeline_through_the_cli(make_sample, tmp_path: Path) -> None:
+    """Mechanics of train-on-tree -> score -> build-subsets -> report on a tiny tree (ranking: the slow test below)."""
+    root = make_sample(("bird-easy", "bird-hard"), train=6, val=2, size=32)
+    scores, defn, rep = tmp_path / "scores", tmp_path / "def.json", tmp_path / "report"
+    out = _cli("score", "--imagenet-root", str(root), "--split", "val", "--weights", "train-on-tree", "--train-epochs",
+               "1", "--out", str(scores), "--device", "cpu", "--workers", "0", "--batch-size", "16")
+    assert "scored 40 of 40 images" in out
+    run = json.loads((scores / "run.json").read_text())
+    assert run["scorer"]["trained"]["images"] == 120 and run["scorer"]["trained"]["epochs"] == 1
+    assert run["cam"]["input_size"] == 64 and run["engine"]["name"] == "fast"
+    # a second identical command finds the finished run (and the trained scorer) and changes nothing
+    before = _files(scores)
+    _cli("score", "--imagenet-root", str(root), "--split", "val", "--weights", "train-on-tree", "--train-epochs", "1",
+         "--out", str(scores), "--device", "cpu", "--workers", "0", "--batch-size", "16")
+    assert _files(scores) == before
+
+    out = _cli("build-subsets", "--scores", str(scores), "--build-categories", "bird", "--out", str(defn))
+    assert "bird-easy" in out and "jaccard" in out
+    d = load_definition(defn)
+    assert d.provenance["scorer"]["sha256"] == run["scorer"]["sha256"] and d.provenance["scores"]["split"] == "val"
+
+    hard = V1.subset("bird-hard").wnids[0]
+    _cli("report", "--scores", str(scores), "--definition", str(defn), "--imagenet-root", str(root),
+         "--cam-class", hard, "--cam-images", "2", "--out", str(rep), "--device", "cpu")
+    assert (rep / f"cam-{hard}.png").stat().st_size > 5000 and (rep / f"cam-{hard}.pdf").is_file()
+    assert f"cam-{hard}.png" in (rep / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_sample_hard_subsets_score_as_more_complex(make_sample, tmp_path: Path) -> None:
+    """Done-when of the scoring issue: a scorer trained on the sample for a few CPU minutes ranks -hard above -easy."""
+    root = make_sample(("bird-easy", "bird-hard", "car-easy", "car-hard"), train=40, val=8, size=64)
+    scores, defn = tmp_path / "scores", tmp_path / "def.json"
+    _cli("score", "--imagenet-root", str(root), "--split", "val", "--weights", "train-on-tree", "--out", str(scores),
+         "--device", "cpu", "--workers", "0")
+    out = _cli("build-subsets", "--scores", str(scores), "--build-categories", "bird,car", "--out", str(defn))
+    classes = pd.read_csv(scores / "classes.csv").set_index("wnid")
+    built = load_definition(defn)
+    for cat in ("bird", "car"):
+        easy = classes.loc[list(V1.subset(f"{cat}-easy").wnids), "complexity_mean"].mean()
+        hard = classes.loc[list(V1.subset(f"{cat}-hard").wnids), "complexity_mean"].mean()
+        assert hard > easy + 0.05, (cat, easy, hard)
+        for diff in ("easy", "hard"):
+            overlap = len(set(built.subset(f"{cat}-{diff}").wnids) & set(V1.subset(f"{cat}-{diff}").wnids))
+            assert overlap >= 7, (cat, diff, overlap, out)

@@ -164,6 +164,8 @@ def _scoring_options(f):  # noqa: ANN001, ANN202 - click decorator plumbing
                      help="fast: last-block Grad-CAM without a full backward; torchcam: the reference."),
         click.option("--no-optimize", is_flag=True, help="Fast engine: do not fold BatchNorm or use channels-last."),
         click.option("--amp", is_flag=True, help="Fast engine on CUDA: bfloat16 autocast for the trunk."),
+        click.option("--compile", "compile_", is_flag=True, help="Fast engine: torch.compile the trunk (a minute of "
+                     "compiling, then faster; needs a C++ compiler on CPU)."),
         click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True),
         click.option("--workers", type=click.IntRange(0), default=None, help="DataLoader workers (default: up to 8)."),
         click.option("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)."),
@@ -171,7 +173,10 @@ def _scoring_options(f):  # noqa: ANN001, ANN202 - click decorator plumbing
                      "of each class (quick looks)."),
         click.option("--shard-size", type=click.IntRange(1), default=5000, show_default=True,
                      help="Images per resumable shard."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of Smooth Grad-CAM++ noise."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of Smooth Grad-CAM++ noise and of train-on-tree training."),
+        click.option("--train-epochs", type=click.IntRange(1), default=12, show_default=True,
+                     help="With --weights train-on-tree: epochs of scorer training."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -195,8 +200,9 @@ def _run_score(imagenet_root: str, out: str | None, max_shards: int | None, over
         split=kw["split"], preset=kw["preset"], weights=kw["weights"], arch=kw["arch"], target=kw["target"],
         threshold=kw["threshold"], comparison=kw["comparison"], resolution=kw["resolution"],
         layers=tuple(kw["layers"]) or None, input_size=kw["input_size"], engine=kw["engine"],
-        optimize=not kw["no_optimize"], amp=kw["amp"], batch_size=kw["batch_size"], workers=workers, device=device,
-        limit_per_class=kw["limit_per_class"], shard_size=kw["shard_size"], seed=kw["seed"])
+        optimize=not kw["no_optimize"], amp=kw["amp"], compile=kw["compile_"], batch_size=kw["batch_size"], workers=workers, device=device,
+        limit_per_class=kw["limit_per_class"], shard_size=kw["shard_size"], seed=kw["seed"],
+        train_epochs=kw["train_epochs"])
     click.echo(f"scoring {len(wnids)} classes of {imagenet_root}/{cfg.split} -> {cfg.out}", err=True)
     if world == 1:
         return R.score(cfg, max_shards=max_shards, overwrite=overwrite)
@@ -261,7 +267,7 @@ def score_cmd(imagenet_root: str, out: str | None, max_shards: int | None, overw
 @click.option("--imagenet-root", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.safetensors).")
 @click.option("--classes", default=None, help="Comma-separated wnids (default: every class folder of train/).")
-@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=12, show_default=True)
 @click.option("--input-size", type=click.IntRange(16), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="Default: cuda when available.")

@@ -105,10 +105,12 @@ class FastGradCAM:
     """Plain Grad-CAM at the last block of a network with ``forward_features`` / ``forward_head`` (timm convention).
 
     ``optimize`` folds BatchNorm and runs the trunk channels-last; ``amp`` runs the trunk in bfloat16 autocast on
-    CUDA. The head and the map arithmetic always run in float32 (or the model's dtype).
+    CUDA; ``compile`` compiles the trunk with torch.compile (inductor, frozen weights; the first batch pays the
+    compile time, and smaller batches are padded to the first batch's size so nothing recompiles). The head and the
+    map arithmetic always run in float32 (or the model's dtype).
     """
 
-    def __init__(self, model: nn.Module, *, optimize: bool = False, amp: bool = False) -> None:
+    def __init__(self, model: nn.Module, *, optimize: bool = False, amp: bool = False, compile: bool = False) -> None:
         if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
             raise ValueError(f"{type(model).__name__} has no forward_features/forward_head; use the torchcam engine")
         self.model = model.eval()
@@ -119,13 +121,22 @@ class FastGradCAM:
         trunk: nn.Module = _Features(self.model)
         if optimize:
             trunk = fold_batchnorm(trunk).to(memory_format=torch.channels_last)
+        if compile:
+            trunk = torch.compile(trunk, dynamic=False, options={"freezing": True})
         self.trunk = trunk
+        self.compiled = compile
+        self._batch: int | None = None
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor | None = None, target: str = "label") -> CamBatch:
+        n = x.shape[0]
+        if self.compiled:
+            self._batch = self._batch or n
+            if n < self._batch:
+                x = torch.cat([x, x.new_zeros((self._batch - n, *x.shape[1:]))])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(x.device.type, torch.bfloat16, enabled=self.amp and x.device.type == "cuda"):
-            feats = self.trunk(x)
+            feats = self.trunk(x)[:n]
         dtype = next(self.model.parameters()).dtype
         a = feats.to(dtype).contiguous().clone().requires_grad_(True)  # clone: leave inference mode
         with torch.enable_grad():

@@ -38,7 +38,7 @@ import torch
 from compdd import __version__, imagenet
 from compdd.complexity.cam import FastGradCAM, TorchcamCAM, activated_fraction, last_block_name
 from compdd.complexity.images import ImageDataset, ImageItem, collate, list_items, normalize
-from compdd.complexity.scorer import Scorer, load_scorer
+from compdd.complexity.scorer import Scorer, TrainConfig, load_scorer
 from compdd.paths import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class ScoreConfig:
     engine: str = "auto"  # "auto" | "fast" | "torchcam"
     optimize: bool = True  # fast engine: fold BatchNorm + channels-last
     amp: bool = False  # fast engine on CUDA: bfloat16 autocast for the trunk
+    compile: bool = False  # fast engine: torch.compile the trunk
     batch_size: int = 64
     workers: int = 0
     device: str = "cpu"
@@ -103,6 +104,7 @@ class ScoreConfig:
     shard_size: int = 5000
     seed: int = 0
     cache_dir: str | None = None  # Hugging Face cache override for timm weights
+    train_epochs: int = TrainConfig.epochs  # weights="train-on-tree": how long to train the scorer
 
     def resolved(self) -> dict[str, Any]:
         """The CAM settings after applying the preset and the overrides."""
@@ -147,7 +149,11 @@ def prepare_scorer(cfg: ScoreConfig, progress: bool = True) -> Scorer:
 
     weights = resolve_weights(cfg)
     if (cfg.weights or "") == "train-on-tree" and not Path(weights).is_file():
-        train_scorer(cfg.root, list(cfg.wnids), weights, split="train", device=cfg.device, progress=progress)
+        # every class of the tree, not only the scored ones: more classes make a better scorer
+        present = sorted(p.name for p in imagenet.split_dir(cfg.root, "train").iterdir()
+                         if p.is_dir() and imagenet.is_wnid(p.name))
+        train_scorer(cfg.root, present, weights, TrainConfig(epochs=cfg.train_epochs, seed=cfg.seed),
+                     split="train", device=cfg.device, progress=progress)
     return load_scorer(weights, arch=cfg.arch, input_size=cfg.input_size, cache_dir=cfg.cache_dir)
 
 
@@ -168,7 +174,7 @@ class _Engine:
             raise ValueError(f"--engine must be auto, fast or torchcam, got {cfg.engine!r}")
         self.name = "fast" if fast_ok and cfg.engine != "torchcam" else "torchcam"
         if self.name == "fast":
-            self.impl: Callable = FastGradCAM(model, optimize=cfg.optimize, amp=cfg.amp)
+            self.impl: Callable = FastGradCAM(model, optimize=cfg.optimize, amp=cfg.amp, compile=cfg.compile)
         else:
             self.impl = TorchcamCAM(model, layers, settings["cam"])
         self.layers = layers
@@ -182,7 +188,8 @@ def _identity(cfg: ScoreConfig, scorer: Scorer, engine: _Engine, items: list[Ima
         "cam": {**cfg.resolved(), "layers": engine.layers, "input_size": scorer.input_size, "resize": "squash"},
         "scorer": scorer.describe(),
         "engine": {"name": engine.name, "optimize": cfg.optimize if engine.name == "fast" else None,
-                   "amp": cfg.amp if engine.name == "fast" else None, "batch_size": cfg.batch_size,
+                   "amp": cfg.amp if engine.name == "fast" else None,
+                   "compile": cfg.compile if engine.name == "fast" else None, "batch_size": cfg.batch_size,
                    "device": torch.device(cfg.device).type},
         "shard_size": cfg.shard_size, "shards": max(1, math.ceil(len(items) / cfg.shard_size)), "seed": cfg.seed,
         "compdd_version": __version__, "torch_version": torch.__version__,
