@@ -79,6 +79,18 @@ def test_fast_gradcam_equals_torchcam() -> None:
     assert (pred.maps["layer4"] - _torchcam_reference(model, x, pred.targets)).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
+def test_compiled_fast_path_matches_and_pads_small_batches() -> None:
+    model = _resnet(channels=(16, 32, 64, 64))
+    x, y = torch.randn(5, 3, 64, 64), torch.randint(0, 1000, (5,))
+    eng = FastGradCAM(model, optimize=True, compile=True)
+    full = eng(x[:4], y[:4]).maps["layer4"]
+    part = eng(x[4:], y[4:]).maps["layer4"]  # padded to the compiled batch of 4
+    ref = _torchcam_reference(model, x, y)
+    assert part.shape == (1, 2, 2)
+    assert (torch.cat([full, part]) - ref).abs().max() <= 1e-4
+
+
 def test_fast_engine_refuses_models_without_a_head_split() -> None:
     with pytest.raises(ValueError, match="torchcam engine"):
         FastGradCAM(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
@@ -352,3 +364,27 @@ def test_sample_hard_subsets_score_as_more_complex(make_sample, tmp_path: Path) 
         for diff in ("easy", "hard"):
             overlap = len(set(built.subset(f"{cat}-{diff}").wnids) & set(V1.subset(f"{cat}-{diff}").wnids))
             assert overlap >= 7, (cat, diff, overlap, out)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_give_the_single_process_files(sample_root: Path, tmp_path: Path, tiny_scorer: str) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    args = ["score", "--imagenet-root", str(sample_root), "--weights", tiny_scorer, "--limit-per-class", "3",
+            "--shard-size", "7", "--batch-size", "4", "--device", "cpu", "--workers", "0"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like each torchrun rank below: CPU float results depend on the thread count
+    try:
+        _cli(*args, "--out", str(tmp_path / "one"))
+    finally:
+        torch.set_num_threads(threads)
+    bindir = str(Path(sys.executable).parent)
+    torchrun, compdd = shutil.which("torchrun", path=bindir), shutil.which("compdd", path=bindir)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", compdd, *args,
+                        "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")

@@ -377,3 +377,4 @@ def report_cmd(scores: str, out: str, definition: str | None, base: str, imagene
 
 
 COMMANDS = [check_imagenet_cmd, prepare_imagenet_val_cmd, train_scorer_cmd, score_cmd, build_subsets_cmd, report_cmd]
+
