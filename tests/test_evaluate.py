@@ -16,6 +16,7 @@ from compdd.evaluation.protocols import Protocol
 from compdd.evaluation.records import ResultRecord
 from compdd.models import MODELS
 from compdd.models.convnet import ConvNet
+from compdd.teachers import Teacher
 
 TINY = "test_convnet_w16"
 
@@ -171,10 +172,15 @@ def test_teacher_protocols_score_the_set_and_references_with_the_teacher(sample_
     create_method("random").distill(train, 1).save(tmp_path / "set")
     proto = Protocol(name="t", version=1, models={32: TINY}, epochs=1, seeds=(0,), batch_size=64, **kw)
     teacher = CountingTeacher()
+    # a plain module, or a cached-teacher object whose record (id, recipe, hashes) goes into the result
+    given = teacher if mode == "soft" else Teacher(teacher, {"id": "t-123", "model": "counting"})
     rec = run.run_eval_distilled(tmp_path / "set", "bird-hard", protocol=proto, imagenet_root=sample_root,
-                                 teacher=teacher, device="cpu", progress=False)
-    assert rec.label_mode == mode and rec.teacher["weights_fingerprint"] == run.module_fingerprint(teacher)
-    assert teacher.calls > 0 and rec.random_reference is not None
+                                 teacher=given, device="cpu", progress=False)
+    if mode == "soft":
+        assert rec.teacher == {"id": None, "weights_fingerprint": run.module_fingerprint(teacher)}
+    else:
+        assert rec.teacher["id"] == "t-123" and rec.teacher["model"] == "counting"
+    assert rec.label_mode == mode and teacher.calls > 0 and rec.random_reference is not None
     full = ResultRecord.load(rec.full_reference.record)
     assert full.label_mode == mode and full.teacher == rec.teacher
 

@@ -106,25 +106,28 @@ TeacherLike = Any  # an nn.Module, a compdd.teachers.Teacher, or None
 
 
 def resolve_teacher(proto: Protocol, teacher: TeacherLike, train: SubsetTensors | None, test: SubsetTensors | None,
-                    device: torch.device, progress: bool = True) -> tuple[nn.Module | None, dict[str, Any] | None]:
-    """(teacher module, what the record keeps about it) for ``proto``.
+                    device: torch.device, progress: bool = True) -> TeacherLike:
+    """The teacher ``proto`` scores with: ``teacher`` if given; else, for a KD or relabelling protocol, its cached
+    teacher trained on ``train`` by the protocol's recipe (:func:`compdd.teachers.protocol_teacher`); else None."""
+    from compdd.teachers import protocol_needs_teacher, protocol_teacher
 
-    A given teacher is used as is; otherwise a KD or relabelling protocol gets its cached teacher trained on
-    ``train`` by the protocol's recipe (:func:`compdd.teachers.protocol_teacher`); other protocols get none.
-    """
-    from compdd.teachers import Teacher, protocol_needs_teacher, protocol_teacher
-
-    if isinstance(teacher, Teacher):
-        return teacher.model, teacher.summary()
-    if teacher is not None:
-        return teacher, {"id": None, "weights_fingerprint": module_fingerprint(teacher)}
-    if not protocol_needs_teacher(proto):
-        return None, None
+    if teacher is not None or not protocol_needs_teacher(proto):
+        return teacher
     if train is None:
         raise ValueError(f"protocol {proto.id} scores with a teacher trained on the real training split; "
                          "load the training split (or pass teacher=)")
-    t = protocol_teacher(proto, train, val=test, device=device, progress=progress)
-    return t.model, t.summary()
+    return protocol_teacher(proto, train, val=test, device=device, progress=progress)
+
+
+def teacher_parts(teacher: TeacherLike) -> tuple[nn.Module | None, dict[str, Any] | None]:
+    """(the module, what a record keeps about it) for an ``nn.Module`` or a :class:`compdd.teachers.Teacher`."""
+    from compdd.teachers import Teacher
+
+    if teacher is None:
+        return None, None
+    if isinstance(teacher, Teacher):
+        return teacher.model, teacher.summary()
+    return teacher, {"id": None, "weights_fingerprint": module_fingerprint(teacher)}
 
 
 def _training_labels(proto: Protocol, teacher: nn.Module | None, images: torch.Tensor,
@@ -167,9 +170,7 @@ def evaluate_distilled(
     """
     proto, _ = resolve_protocol(protocol, overrides)
     _check_fits(distilled, test)
-    from compdd.teachers import Teacher
-
-    module = teacher.model if isinstance(teacher, Teacher) else teacher
+    module, _ = teacher_parts(teacher)
     labels = _training_labels(proto, module, distilled.images, distilled.labels)
     return trainer.train_and_evaluate(
         distilled.images, labels, test.images, test.labels, proto, num_classes=test.num_classes,
@@ -213,7 +214,7 @@ def reference(
         raise ValueError("the random reference needs an ipc")
     proto, applied = resolve_protocol(protocol, overrides)
     device = torch.device(device or default_device())
-    module, teacher_info = resolve_teacher(proto, teacher, train, test, device, progress)
+    module, teacher_info = teacher_parts(resolve_teacher(proto, teacher, train, test, device, progress))
     sub = get_subset(train.subset)
     from compdd import __version__
 
@@ -327,9 +328,10 @@ def score_set(
     proto, applied = resolve_protocol(protocol, overrides)
     device = torch.device(device or default_device())
     sub = get_subset(test.subset)
-    module, teacher_info = resolve_teacher(proto, teacher, train, test, device, progress)
+    teacher = resolve_teacher(proto, teacher, train, test, device, progress)
+    module, teacher_info = teacher_parts(teacher)
     t0 = time.perf_counter()
-    seeds = evaluate_distilled(distilled, test, proto, teacher=module, device=device, batched=batched,
+    seeds = evaluate_distilled(distilled, test, proto, teacher=teacher, device=device, batched=batched,
                                progress=progress)
     walls = {**(wall_time_s or {}), "evaluate": round(time.perf_counter() - t0, 3)}
     refs: dict[str, Reference] = {}
@@ -338,7 +340,7 @@ def score_set(
             raise ValueError("references need the training split")
         t0 = time.perf_counter()
         for kind in ("random", "full"):
-            rec, path = reference(kind, train, test, protocol, ipc=ipc, overrides=overrides, teacher=module,
+            rec, path = reference(kind, train, test, protocol, ipc=ipc, overrides=overrides, teacher=teacher,
                                   device=device, batched=batched, progress=progress)
             refs[kind] = _as_reference(rec, path)
         walls["references"] = round(time.perf_counter() - t0, 3)
