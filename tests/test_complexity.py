@@ -309,6 +309,31 @@ def test_score_cli_errors_are_clear(sample_root: Path, tmp_path: Path, tiny_scor
     assert r.exit_code == 2 and "--engine fast" in r.output
 
 
+def test_missing_pretrained_weights_say_how_to_provide_them(sample_root: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    r = CliRunner().invoke(main, ["score", "--imagenet-root", str(sample_root), "--subsets", "bird-easy",
+                                  "--out", str(tmp_path / "o"), "--device", "cpu"])  # default weights: resnet18.tv_in1k
+    assert r.exit_code == 2
+    assert "resnet18.tv_in1k" in r.output and "hf download" in r.output and "train-on-tree" in r.output
+
+
+def test_build_subsets_scores_the_tree_itself(sample_root: Path, tmp_path: Path, tiny_scorer: str,
+                                             _isolated_home: Path) -> None:
+    args = ["build-subsets", "--imagenet-root", str(sample_root), "--weights", tiny_scorer, "--build-categories",
+            "bird", "--limit-per-class", "2", "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "d.json")]
+    out = _cli(*args)
+    assert "scored 40 of 40 images" in out and "bird-hard" in out
+    scores = _isolated_home / "scores" / "gradcam-v1-train"
+    assert (scores / "classes.csv").is_file()
+    assert load_definition(tmp_path / "d.json").provenance["scores"]["limit_per_class"] == 2
+    before = _files(scores)
+    _cli(*args)  # the finished default scores folder is found and reused
+    assert _files(scores) == before
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end through the CLI on the generated sample ImageNet
 
