@@ -160,3 +160,9 @@ def test_bad_label_files_say_what_is_expected(tmp_path: Path) -> None:
         imagenet.read_val_labels(tmp_path / "y.csv")
     (tmp_path / "z.csv").write_text("filename,label\nILSVRC2012_val_00000001.JPEG,7\n")
     assert imagenet.read_val_labels(tmp_path / "z.csv") == {"ILSVRC2012_val_00000001": W[7]}
+
+
+def test_scoring_a_flat_val_folder_points_at_the_fix(tmp_path: Path) -> None:
+    _flat_val(tmp_path)
+    r = CliRunner().invoke(main, ["score", "--imagenet-root", str(tmp_path), "--split", "val", "--weights", "random"])
+    assert r.exit_code == 2 and "prepare-imagenet-val" in r.output

@@ -128,7 +128,9 @@ def _select_wnids(root: str, split: str, classes: str | None, subsets: str | Non
         return sorted({w for c in cats for w in known[c]})
     present = sorted(p.name for p in imagenet.split_dir(root, split).iterdir() if p.is_dir() and imagenet.is_wnid(p.name))
     if not present:
-        raise FileNotFoundError(f"{Path(root) / split} holds no wnid class folders; check it with compdd check-imagenet")
+        hint = (f"it holds images directly: sort them with compdd prepare-imagenet-val --imagenet-root {root} --labels ..."
+                if any(imagenet.split_dir(root, split).glob("*.JPEG")) else "check it with compdd check-imagenet")
+        raise FileNotFoundError(f"{Path(root) / split} holds no wnid class folders; {hint}")
     return present
 
 
