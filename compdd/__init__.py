@@ -18,7 +18,8 @@ from compdd.benchmark import Definition, Subset, get_subset, list_subsets, load_
 from compdd.data import SubsetTensors, load_tensors
 from compdd.distilled import DistilledSet
 from compdd.evaluation.protocols import Protocol, get_protocol, list_protocols
-from compdd.evaluation.records import ResultRecord
+from compdd.evaluation.records import ResultRecord, SeedResult
+from compdd.evaluation.run import DataSource, evaluate_distilled, run_eval_distilled, run_evaluation
 from compdd.hub import load_subset
 from compdd.methods import ConfigError, Method, MethodConfig, create_method, list_methods, register_method
 from compdd.models import create_model, list_models, register_model
@@ -27,17 +28,20 @@ from compdd.registry import UnknownNameError
 __all__ = [
     "__version__",
     "ConfigError",
+    "DataSource",
     "Definition",
     "DistilledSet",
     "Method",
     "MethodConfig",
     "Protocol",
     "ResultRecord",
+    "SeedResult",
     "Subset",
     "SubsetTensors",
     "UnknownNameError",
     "create_method",
     "create_model",
+    "evaluate_distilled",
     "get_protocol",
     "get_subset",
     "list_methods",
@@ -49,4 +53,6 @@ __all__ = [
     "load_definition",
     "register_method",
     "register_model",
+    "run_eval_distilled",
+    "run_evaluation",
 ]
