@@ -2,11 +2,12 @@
 
 (a) torchcam GradCAM at the last block (the reference), (b) the fast path in exact mode (trunk without autograd,
 only the head differentiated), (c) the fast path as `compdd score` runs it by default (plus BatchNorm folded and
-channels-last), optionally (c') that plus torch.compile, (d) the `edf-code` preset (torchcam SmoothGradCAMpp, 4 noisy passes, predicted class, one extractor
-per layer for layer1..layer4), and on CUDA (e) the fast path with bfloat16 autocast. Images are decoded once into
-memory (decoding is the same for every engine); weights are random (speed does not depend on them).
-Prints img/s (best of --repeat timed rounds after a warm-up, engines interleaved), the ratio to (a), and the
-largest map difference to torchcam.
+channels-last), optionally (c') that plus torch.compile, (d) the `edf-code` preset (torchcam SmoothGradCAMpp, 4
+noisy passes, predicted class, one extractor per layer for layer1..layer4), and (e) the fast path with bfloat16
+autocast (`--amp`; not exact). Images are decoded once into memory (decoding is the same for every engine);
+weights are random (speed does not depend on them).
+Prints img/s (best of --repeat timed rounds after a warm-up, engines interleaved), the ratio to (a), the largest
+map difference to torchcam, and the share of images whose activated fraction (>= 0.5, native) equals torchcam's.
 
     python bench/score_throughput.py                      # CPU, resnet18, 224 px
     python bench/score_throughput.py --arch resnet50 --batch-size 16
@@ -22,7 +23,7 @@ import time
 import timm
 import torch
 
-from compdd.complexity.cam import FastGradCAM, TorchcamCAM
+from compdd.complexity.cam import FastGradCAM, TorchcamCAM, activated_fraction
 from compdd.complexity.images import normalize
 from compdd.imagenet import MEAN, STD
 
@@ -80,8 +81,7 @@ def main() -> None:
     }
     if args.compile:
         engines["(c') fast, default + torch.compile"] = (FastGradCAM(model, optimize=True, compile=True), "label")
-    if dev.type == "cuda":
-        engines["(e) fast, default + bf16 autocast"] = (FastGradCAM(model, optimize=True, amp=True), "label")
+    engines["(e) fast, default + bf16 autocast"] = (FastGradCAM(model, optimize=True, amp=True), "label")
     if not args.skip_edf:
         engines["(d) edf-code (SmoothGradCAM++ x 4 layers)"] = (
             TorchcamCAM(model, ["layer1", "layer2", "layer3", "layer4"], "smoothgradcampp"), "predicted")
@@ -91,11 +91,14 @@ def main() -> None:
             torch.cuda.synchronize()
 
     ref = [TorchcamCAM(model, ["layer4"])(x, y).maps["layer4"] for x, y in batches]
-    diffs = {}
+    ref_share = torch.cat([activated_fraction(r) for r in ref])
+    diffs, same = {}, {}
     for name, (eng, target) in engines.items():  # warm-up, and the map check against torchcam
         maps = [eng(x, y, target).maps["layer4"] for x, y in batches]
         if target == "label":
             diffs[name] = max(float((m - r).abs().max()) for m, r in zip(maps, ref, strict=True))
+            share = torch.cat([activated_fraction(m) for m in maps])
+            same[name] = float((share == ref_share).double().mean())
     best = dict.fromkeys(engines, float("inf"))
     for _ in range(args.repeat):
         for name, (eng, target) in engines.items():
@@ -111,10 +114,11 @@ def main() -> None:
     print(f"{args.arch} at {args.size} px, batch {args.batch_size}, {args.images} images/round, best of {args.repeat}; "
           f"device: {dev_name}; torch {torch.__version__}")
     base = best["(a) torchcam GradCAM"]
-    print(f"{'engine':46s} {'img/s':>8s} {'vs (a)':>7s} {'max |map - torchcam|':>21s}")
+    print(f"{'engine':46s} {'img/s':>8s} {'vs (a)':>7s} {'max |map - torchcam|':>21s} {'same share >= 0.5':>18s}")
     for name, t in best.items():
         d = f"{diffs[name]:.2e}" if name in diffs else "(other method)"
-        print(f"{name:46s} {args.images / t:8.1f} {base / t:6.2f}x {d:>21s}")
+        sh = f"{100 * same[name]:.1f}%" if name in same else ""
+        print(f"{name:46s} {args.images / t:8.1f} {base / t:6.2f}x {d:>21s} {sh:>18s}")
 
 
 if __name__ == "__main__":

@@ -165,7 +165,8 @@ def _scoring_options(f):  # noqa: ANN001, ANN202 - click decorator plumbing
         click.option("--engine", type=click.Choice(["auto", "fast", "torchcam"]), default="auto", show_default=True,
                      help="fast: last-block Grad-CAM without a full backward; torchcam: the reference."),
         click.option("--no-optimize", is_flag=True, help="Fast engine: do not fold BatchNorm or use channels-last."),
-        click.option("--amp", is_flag=True, help="Fast engine on CUDA: bfloat16 autocast for the trunk."),
+        click.option("--amp", is_flag=True, help="Fast engine: bfloat16 autocast for the trunk (CUDA, or CPUs with "
+                     "bf16 support): about 2x faster; maps differ from float32 by ~1e-2."),
         click.option("--compile", "compile_", is_flag=True, help="Fast engine: torch.compile the trunk (a minute of "
                      "compiling, then faster; needs a C++ compiler on CPU)."),
         click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True),

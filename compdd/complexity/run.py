@@ -95,7 +95,7 @@ class ScoreConfig:
     input_size: int | None = None
     engine: str = "auto"  # "auto" | "fast" | "torchcam"
     optimize: bool = True  # fast engine: fold BatchNorm + channels-last
-    amp: bool = False  # fast engine on CUDA: bfloat16 autocast for the trunk
+    amp: bool = False  # fast engine: bfloat16 autocast for the trunk
     compile: bool = False  # fast engine: torch.compile the trunk
     batch_size: int = 64
     workers: int = 0
