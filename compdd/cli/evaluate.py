@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from compdd.cli._options import parse_sets
+
 
 def _parse_seeds(value: str | None) -> tuple[int, ...] | None:
     if value is None:
@@ -28,18 +30,6 @@ def _parse_seeds(value: str | None) -> tuple[int, ...] | None:
     if not seeds:
         raise click.BadParameter("no seeds given", param_hint="--seeds")
     return tuple(seeds)
-
-
-def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r}: use key=value, e.g. --set syn_steps=20", param_hint="--set")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
-    return out
 
 
 def _source(source: str, imagenet_root: Path | None, data_path: Path | None, repo_id: str | None,
@@ -123,7 +113,7 @@ def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None,
     out = out or Path("results") / f"{method}-{subset}-ipc{ipc}-{res}px-{proto.id}"
     record = run_evaluation(method, subset, ipc, protocol=protocol, res=res,
                             source=_source(source, imagenet_root, data_path, repo_id, revision),
-                            out=out, method_config=_parse_sets(sets),
+                            out=out, method_config=parse_sets(sets),
                             overrides=overrides, seed=seed, device=device, batched=batched,
                             references=not no_references)
     click.echo(f"\ndistilled set: {out / 'distilled'}")

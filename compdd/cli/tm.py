@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
-
-def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r}: use key=value, e.g. --set syn_steps=20", param_hint="--set")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
-    return out
+from compdd.cli._options import parse_sets
 
 
 @click.command("experts")
@@ -126,7 +115,7 @@ def show_config_cmd(method: str, subset: str, ipc: int, res: int, sets: tuple[st
     get_subset(subset)  # unknown names fail here with the list of known ones
     cls = METHODS.get(method)
     preset = cls.preset(subset, ipc, res)
-    user = _parse_sets(sets)
+    user = parse_sets(sets)
     config = create_method(method, subset=subset, ipc=ipc, res=res, **user).config.model_dump(mode="json")
     if as_json:
         click.echo(json.dumps(config, indent=1))
