@@ -105,11 +105,13 @@ class _Features(nn.Module):
 class FastGradCAM:
     """Plain Grad-CAM at the last block of a network with ``forward_features`` / ``forward_head`` (timm convention).
 
-    ``optimize`` folds BatchNorm and runs the trunk channels-last; ``amp`` runs the trunk in bfloat16 autocast (on
-    CUDA, and on CPUs with native bfloat16 it is about twice as fast; maps then differ from float32 by ~1e-2, so a
-    few cells near the threshold flip); ``compile`` compiles the trunk with torch.compile (inductor, frozen weights; the first batch pays the
-    compile time, and smaller batches are padded to the first batch's size so nothing recompiles). The head and the
-    map arithmetic always run in float32 (or the model's dtype).
+    - ``optimize`` folds BatchNorm and runs the trunk channels-last.
+    - ``amp`` runs the trunk in bfloat16 autocast: on CUDA, and on CPUs with native bfloat16 about twice as fast;
+      maps then differ from float32 by ~1e-2, so some cells near the threshold flip.
+    - ``compile`` compiles the trunk with torch.compile (inductor, frozen weights). The first batch pays the compile
+      time; smaller batches are padded to its size so nothing recompiles.
+
+    The head and the map arithmetic always run in the model's dtype (float32).
     """
 
     def __init__(self, model: nn.Module, *, optimize: bool = False, amp: bool = False, compile: bool = False) -> None:
