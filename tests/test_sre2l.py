@@ -184,3 +184,46 @@ def test_sre2l_config_and_presets():
     big = create_method("sre2l", subset="bird-hard", ipc=10, res=128).config
     assert big.crop_scale == (0.08, 1.0) and big.iterations == 4000 and big.lr == 0.25 and big.r_bn == 0.01
     assert create_method("sre2l", subset="bird-hard", ipc=10, res=32, jitter=2).config.jitter == 2
+
+
+@pytest.mark.slow
+def test_sre2l_and_rded_under_kd_v1_on_the_sample(make_sample):
+    """Both methods against random real images and against noise under kd-v1 (short), at 32 px on the sample.
+
+    Measured on the generated sample (docs/kd-methods.md): neither method beats random real images here
+    (KD makes random real images strong, and RDED's zoomed crops differ from the small-object test images), so
+    that is reported, not asserted. What must hold: the images carry class information the teacher alone,
+    labelling noise, cannot transfer.
+    """
+    from compdd.data import load_tensors_from_imagenet
+    from compdd.evaluation.protocols import get_protocol
+    from compdd.evaluation.run import evaluate_distilled
+    from compdd.teachers import protocol_teacher
+
+    root = make_sample(("bird-hard",), train=40, val=20, size=32)
+    train = load_tensors_from_imagenet("bird-hard", root, "train", 32, progress=False)
+    test = load_tensors_from_imagenet("bird-hard", root, "val", 32, progress=False)
+    kd = get_protocol("kd-v1")
+    recipe = {**kd.kd["teacher"], "epochs": 30, "model_kwargs": {"width": 32}}
+    proto = kd.model_copy(update={"epochs": 60, "seeds": (0, 1), "kd": {**kd.kd, "teacher": recipe}})
+    teacher = protocol_teacher(proto, train, val=test, progress=False)
+    assert teacher.info["val_top1"] > 25  # chance is 10 %
+
+    sets = {
+        "random": create_method("random").distill(train, 10, seed=0, progress=False),
+        "sre2l": create_method("sre2l", subset="bird-hard", ipc=10, res=32, iterations=200,
+                               teacher=recipe).distill(train, 10, seed=0, progress=False),
+        "rded": create_method("rded", subset="bird-hard", ipc=10, res=32, teacher=recipe).distill(
+            train, 10, seed=0, progress=False),
+    }
+    low, high = pixel_bounds(torch.device("cpu"))
+    noise = torch.randn(100, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    sets["noise"] = DistilledSet(torch.maximum(torch.minimum(noise, high), low), torch.arange(10).repeat_interleave(10))
+    acc = {}
+    for name, ds in sets.items():
+        runs = evaluate_distilled(ds, test, proto, teacher=teacher, device="cpu", progress=False)
+        acc[name] = sum(r.top1 for r in runs) / len(runs)
+    print("kd-v1 (60 epochs, seeds 0-1) top-1:", {k: round(v, 2) for k, v in acc.items()})
+    for name in ("sre2l", "rded"):
+        assert acc[name] > acc["noise"] + 5, acc
+        assert acc[name] > 20, acc
