@@ -7,17 +7,7 @@ from pathlib import Path
 
 import click
 
-
-def _parse_sets(items: tuple[str, ...]) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r}: use key=value, e.g. --set epochs=30", param_hint="--set")
-        out[key.strip()] = yaml.safe_load(raw)
-    return out
+from compdd.cli._options import parse_sets
 
 
 @click.command("teacher")
@@ -54,7 +44,7 @@ def teacher_cmd(subset: str, res: int, model: str | None, weights: Path | None, 
 
     train = load_split(subset, "train", res, root=imagenet_root)
     val = load_split(subset, "validation", res, root=imagenet_root)
-    t = get_teacher(train, _parse_sets(sets), model=model, weights=weights, val=val,
+    t = get_teacher(train, parse_sets(sets), model=model, weights=weights, val=val,
                     device=device or default_device())
     how = "found in the cache" if t.found else ("imported" if t.info["source"] == "weights" else "trained")
     click.echo(f"teacher {t.id} ({t.name}, {res} px, {subset}) {how}: {t.path}")
