@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _toy_data import toy_split
 from torch import nn
 
 from compdd import imagenet
@@ -13,15 +14,6 @@ from compdd.methods.rded import RDEDConfig, cell_bounds, score_candidates, selec
 from compdd.teachers import get_teacher
 
 TINY = {"model": "convnet_d2_bn", "model_kwargs": {"width": 8}, "epochs": 3, "batch_size": 8}
-
-
-def toy_split(classes: int = 3, per_class: int = 8, res: int = 16, seed: int = 0) -> SubsetTensors:
-    g = torch.Generator().manual_seed(seed)
-    colours = torch.tensor([[220, 40, 40], [40, 220, 40], [40, 40, 220]])[:classes]
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    x = colours[labels].view(-1, 3, 1, 1).float() + 30 * torch.randn(len(labels), 3, res, res, generator=g)
-    return SubsetTensors(x.clamp(0, 255).to(torch.uint8), labels, tuple(f"n{i:08d}" for i in range(classes)),
-                         "toy", "train")
 
 
 class Brightness(nn.Module):
