@@ -14,7 +14,7 @@ by the start-to-target distance over the **same kept elements** (EDF's public co
 With the paper's criterion (``loss``) the dropped elements are the ``k`` smallest ``r_i``, i.e. the
 supervision the student already matches ("common patterns"); ``alpha = 0`` is exactly DATM's loss.
 The other criteria are the paper's Table 7 ablation. Selecting the ``k`` smallest needs no full sort:
-``torch.topk`` is a partial selection, about ten times faster than ``argsort`` at ``P`` = 615,690 on a
+``torch.topk`` is a partial selection, about four times faster than ``argsort`` at ``P`` = 615,690 on a
 CPU (``bench/edf_overhead.py`` prints the figures).
 """
 
