@@ -288,8 +288,9 @@ def run(
                 ema.mul_(hooks.ema_decay).add_(images, alpha=1 - hooks.ema_decay)
             ctx.updated = True
             if not (math.isfinite(float(syn_lr)) and float(syn_lr) > 0) or not bool(torch.isfinite(images).all()):
-                raise DivergenceError(_divergence_message(it, ["learned lr" if float(syn_lr) <= 0 else "images"],
-                                                          ctx, config, ckpt_dir, last_good))
+                ctx.syn_lr = float(syn_lr)
+                what = "images" if math.isfinite(ctx.syn_lr) and ctx.syn_lr > 0 else "learned lr"
+                raise DivergenceError(_divergence_message(it, [what], ctx, config, ckpt_dir, last_good))
         else:
             skipped += 1
         losses.append(float(res.loss))
