@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+import compdd
 from compdd.data import SubsetTensors
 from compdd.methods import ConfigError
 from compdd.methods.datm import DATM
@@ -165,6 +166,44 @@ def test_analysis_outputs(tiny, tmp_path):
         assert row["change"] == pytest.approx(row["after"] - row["before"], abs=1e-2)
     assert set(report["per_class"]) == set(WNIDS)
     assert paths[1].stat().st_size > 5000 and paths[1].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_evaluate_edf_with_analysis(sample_root, tmp_path):
+    """`compdd experts` then `compdd evaluate --method edf ... --analysis` on the sample ImageNet: the record names
+    the CAM settings, the set's meta names the CAM model, and the analysis files are written next to the set."""
+    from click.testing import CliRunner
+
+    from compdd.cli import main
+    from compdd.evaluation.records import ResultRecord
+
+    runner = CliRunner()
+    experts = tmp_path / "experts"
+    r = runner.invoke(main, ["experts", "--subset", "bird-hard", "--res", "32", "--imagenet-root", str(sample_root),
+                             "--num-experts", "1", "--epochs", "2", "--model", "convnet_d1", "--experts", str(experts)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "run"
+    base = ["evaluate", "--subset", "bird-hard", "--ipc", "1", "--res", "32", "--imagenet-root", str(sample_root),
+            "--epochs", "2", "--seeds", "0", "--no-references", "--out", str(out), "--analysis"]
+    sets = dict(model="convnet_d1", experts=str(experts), iterations=2, syn_steps=2, expert_epochs=1,
+                max_start_epoch=1, window_initial_max=1, window_expansion_end=2, update_threshold=100,
+                checkpoint_every=0, cam_interval=1, beta=2.0, lr_img=10.0, lr_lr=1e-7)
+    args = base + ["--method", "edf"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0, r.output
+    rec = ResultRecord.load(out / "result.json")
+    assert rec.method == "edf"
+    assert {k: rec.method_config[k] for k in ("cam_method", "cam_target", "cam_compat", "cam_weights", "beta")} == {
+        "cam_method": "gradcam", "cam_target": "class", "cam_compat": "none", "cam_weights": "expert", "beta": 2.0}
+    meta = compdd.DistilledSet.load(out / "distilled").meta["edf"]
+    assert meta["dae"]["cam_kind"] == "subset" and meta["dae"]["cam_refreshes"] == 2
+    report = json.loads((out / "analysis" / "discriminative_area.json").read_text())
+    assert report["n_images"] == 10 and report["before_known"]
+    assert (out / "analysis" / "cam_overlays.png").read_bytes()[:4] == b"\x89PNG"
+
+    r = runner.invoke(main, ["evaluate", "--method", "random", "--subset", "bird-hard", "--ipc", "1", "--res", "32",
+                             "--imagenet-root", str(sample_root), "--out", str(tmp_path / "r"), "--analysis"])
+    assert r.exit_code == 2 and "method 'random' has no analysis outputs; drop --analysis" in r.output
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow

@@ -90,11 +90,14 @@ def common(f):
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Method hyper-parameter (repeatable); values are YAML (numbers, true/false, lists).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Distillation seed.")
+@click.option("--analysis", is_flag=True,
+              help="Also write the method's analysis files into OUT/analysis/ (edf: discriminative-area report "
+                   "and CAM overlays).")
 @common
 def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None, sets: tuple[str, ...], seed: int,
-                 protocol: str, source: str, imagenet_root: Path | None, data_path: Path | None, repo_id: str | None,
-                 revision: str | None, epochs: int | None, seeds: str | None, device: str | None, batched: bool,
-                 no_references: bool) -> None:
+                 analysis: bool, protocol: str, source: str, imagenet_root: Path | None, data_path: Path | None,
+                 repo_id: str | None, revision: str | None, epochs: int | None, seeds: str | None,
+                 device: str | None, batched: bool, no_references: bool) -> None:
     """Distil a subset with a method, score it under a protocol, write the set and its result record.
 
     Shows progress per evaluation seed and epoch and a summary at the end: per-seed top-1, mean ± std, the
@@ -103,6 +106,7 @@ def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None,
     \b
     Examples:
       compdd evaluate --method edf --subset bird-hard --ipc 10 --imagenet-root /data/imagenet
+      compdd evaluate --method edf --subset bird-hard --ipc 1 --analysis --imagenet-root /data/imagenet
       compdd evaluate --method random --subset bird-hard --ipc 1 --res 32 --epochs 300 --seeds 0,1 \\
           --imagenet-root sample-in1k --out runs/random-ipc1
     """
@@ -115,8 +119,10 @@ def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None,
                             source=_source(source, imagenet_root, data_path, repo_id, revision),
                             out=out, method_config=parse_sets(sets),
                             overrides=overrides, seed=seed, device=device, batched=batched,
-                            references=not no_references)
+                            references=not no_references, analysis=analysis)
     click.echo(f"\ndistilled set: {out / 'distilled'}")
+    if analysis:
+        click.echo(f"analysis: {out / 'analysis'}")
     _summary(record, out / RESULT_FILE)
 
 

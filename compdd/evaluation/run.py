@@ -41,6 +41,7 @@ DEFAULT_PROTOCOL = "dd-v1"
 RANDOM_REFERENCE_SEED = 0  # the random reference draws its images with this seed (recorded as distill_seed)
 RESULT_FILE = "result.json"
 DISTILLED_DIR = "distilled"
+ANALYSIS_DIR = "analysis"
 
 
 def default_device() -> str:
@@ -381,21 +382,27 @@ def run_evaluation(
     device: str | torch.device | None = None,
     batched: bool = False,
     references: bool = True,
+    analysis: bool = False,
     progress: bool = True,
 ) -> ResultRecord:
     """Distil ``ipc`` images per class of ``subset`` with ``method``, then score them (``compdd evaluate``).
 
     Writes ``out/distilled/`` (the set) and ``out/result.json`` (the record) when ``out`` is given; the record is
-    returned either way. The method gets its shipped preset for (subset, ipc, res), overridden by ``method_config``.
+    returned either way. ``analysis=True`` (needs ``out``) also writes the method's analysis files into
+    ``out/analysis/`` (see :meth:`Method.write_analysis`). The method gets its shipped preset for (subset, ipc, res), overridden by ``method_config``.
     ``source`` is ``"imagenet"`` (with ``imagenet_root``) or a :class:`DataSource` for local/Hub data.
     """
-    from compdd.methods import create_method
+    from compdd.methods import ConfigError, create_method
 
     data = source if isinstance(source, DataSource) else DataSource(source, imagenet_root)
     proto, _ = resolve_protocol(protocol, overrides)
     proto.model_for(res)  # fail before any work if the protocol has no model at this resolution
     device = torch.device(device or default_device())
     m = create_method(method, subset=subset, ipc=ipc, res=res, **dict(method_config or {}))
+    if analysis and not m.has_analysis():
+        raise ConfigError(f"method {method!r} has no analysis outputs; drop --analysis")
+    if analysis and out is None:
+        raise ConfigError("analysis needs an output folder (out) to write into")
     train = data.load(subset, "train", res, progress=progress)
     test = data.load(subset, proto.test_split, res, progress=progress)
 
@@ -408,6 +415,8 @@ def run_evaluation(
         folder = Path(out) / DISTILLED_DIR if out is not None else Path(tmp) / DISTILLED_DIR
         ds.save(folder)
         ds = DistilledSet.load(folder)  # score exactly what was written
+        if analysis:
+            m.write_analysis(ds, train, folder.parent / ANALYSIS_DIR)
         record = score_set(ds, folder, train, test, protocol, method=method,
                            method_config=m.config.model_dump(mode="json"), ipc=ipc, overrides=overrides,
                            teacher=teacher, device=device, batched=batched,

@@ -9,6 +9,7 @@ register themselves on import; third-party ones (like ``edf``) register through 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -66,6 +67,18 @@ class Method(ABC):
     def distill(self, train: SubsetTensors, ipc: int, *, seed: int = 0,
                 device: str | torch.device = "cpu", progress: bool = True) -> DistilledSet:
         """Distil ``ipc`` images per class from ``train``. Must be deterministic in ``seed`` on a device."""
+
+    @classmethod
+    def has_analysis(cls) -> bool:
+        """Whether this method overrides :meth:`write_analysis` (``compdd evaluate --analysis``)."""
+        return cls.write_analysis is not Method.write_analysis
+
+    def write_analysis(self, distilled: DistilledSet, train: SubsetTensors, folder: Path) -> list[Path]:
+        """Write method-specific analysis files about ``distilled`` into ``folder``; return their paths.
+
+        Optional: methods without analysis outputs keep this default, which refuses.
+        """
+        raise ConfigError(f"method {self.name!r} has no analysis outputs; drop --analysis")
 
 
 def _load(reg: Registry[type[Method]]) -> None:
