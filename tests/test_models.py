@@ -70,7 +70,10 @@ def test_forward_shape_at_each_resolution(name: str, res: int) -> None:
 
 def test_every_registered_model_builds_at_its_smallest_supported_size() -> None:
     names = list_models()
-    assert {"convnet", "convnet_d1", "convnet_d8", "convnet_d8_bn", "convnet_d8_nn", *CROSS} <= set(names)
+    assert {"convnet", "convnet_d1", "convnet_d8", "convnet_d8_bn", "convnet_d8_nn", "convnet_d3_w32", *CROSS} <= set(names)
+    narrow = create_model("convnet_d3_w32", num_classes=10, res=32)
+    # 3 conv layers of width 32 (3->32, 32->32, 32->32) with instance-norm affine pairs, then 32*4*4 -> 10
+    assert n_params(narrow) == (3 * 32 * 9 + 32) + 2 * (32 * 32 * 9 + 32) + 3 * 2 * 32 + (32 * 16 * 10 + 10)
     with torch.device("meta"):
         for name in names:
             model = create_model(name, num_classes=3, res=256)

@@ -5,7 +5,9 @@ final map. Layer order and parameter order are those of the public code (``featu
 ``classifier.weight``), so flat parameter vectors line up with expert trajectories saved by it.
 
 Registered names: ``convnet`` (generic: ``depth=3, width=128, norm="instance", pooling="avg"``),
-``convnet_d1``..``convnet_d8`` (instance norm), ``convnet_dK_bn`` (batch norm), ``convnet_dK_nn`` (no norm).
+``convnet_d1``..``convnet_d8`` (instance norm), ``convnet_dK_bn`` (batch norm), ``convnet_dK_nn`` (no norm),
+and narrow instance-norm variants ``convnet_dK_w32`` / ``convnet_dK_w64`` (width 32 / 64 instead of 128) for
+trajectory matching on a CPU, where the unrolled student dominates the cost.
 """
 
 from __future__ import annotations
@@ -46,14 +48,16 @@ def convnet(num_classes: int, res: int, channels: int = 3, **kwargs) -> ConvNet:
     return ConvNet(num_classes, res, channels, **kwargs)
 
 
-def _register_named(depth: int, norm: str, suffix: str) -> None:
+def _register_named(depth: int, norm: str, suffix: str, width: int = 128) -> None:
     def factory(num_classes: int, res: int, channels: int = 3, **kwargs) -> ConvNet:
-        return ConvNet(num_classes, res, channels, depth=depth, norm=norm, **kwargs)
+        return ConvNet(num_classes, res, channels, depth=depth, norm=norm, **{"width": width, **kwargs})
 
     factory.__name__ = f"convnet_d{depth}{suffix}"
-    register_model(factory.__name__, family="convnet", depth=depth, norm=norm)(factory)
+    register_model(factory.__name__, family="convnet", depth=depth, norm=norm, width=width)(factory)
 
 
 for _depth in range(1, 9):
     for _norm, _suffix in (("instance", ""), ("batch", "_bn"), ("none", "_nn")):
         _register_named(_depth, _norm, _suffix)
+    for _width in (32, 64):
+        _register_named(_depth, "instance", f"_w{_width}", _width)
