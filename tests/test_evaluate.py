@@ -64,6 +64,13 @@ def test_evaluate_random_end_to_end_writes_a_valid_record(sample_root, tmp_path)
     assert r.exit_code == 0, r.output
     again = ResultRecord.load(tmp_path / "again.json")
     assert again.per_seed[0].top1 == rec.per_seed[0].top1 and again.full_reference is None
+    assert again.random_reference is None
+    # --no-full-reference keeps the (cached) random reference only
+    r = invoke("eval-distilled", out / "distilled", "--subset", "bird-hard", "--epochs", 1, "--seeds", "0",
+               "--imagenet-root", sample_root, "--no-full-reference", "--device", "cpu", "--out", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    partial = ResultRecord.load(tmp_path / "r.json")
+    assert partial.full_reference is None and partial.random_reference == rec.random_reference
 
     r = invoke("show", out / "distilled", "--out", tmp_path / "grid.png")
     assert r.exit_code == 0 and (tmp_path / "grid.png").stat().st_size > 0
@@ -108,6 +115,13 @@ def test_eval_distilled_refuses_another_subset(sample_root, tmp_path):
     r = CliRunner().invoke(main, ["eval-distilled", str(tmp_path / "s"), "--subset", "bird-hard", "--no-references",
                                   "--imagenet-root", str(sample_root)])
     assert r.exit_code == 2 and "distilled from 'bird-easy'" in r.output
+
+
+def test_reference_kinds():
+    assert run.reference_kinds(True) == ("random", "full") and run.reference_kinds(False) == ()
+    assert run.reference_kinds(["full", "random"]) == ("random", "full") and run.reference_kinds({"full"}) == ("full",)
+    with pytest.raises(ValueError, match=r"unknown reference kind\(s\) \['ful'\]; choose from random, full"):
+        run.reference_kinds(["ful"])
 
 
 def test_references_are_cached_by_what_determines_them(sample_root, monkeypatch):

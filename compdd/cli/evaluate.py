@@ -71,7 +71,14 @@ _common = [
                  help="Train the evaluation seeds stacked in one vmapped model, or one after the other "
                       "(same numbers up to float rounding; see bench/eval_throughput.py for speed)."),
     click.option("--no-references", is_flag=True, help="Skip the random and full-data references."),
+    click.option("--no-full-reference", is_flag=True,
+                 help="Keep the random reference but skip the full-data one (the costly one: it trains on the "
+                      "whole training split under the protocol)."),
 ]
+
+
+def _references(no_references: bool, no_full_reference: bool) -> bool | tuple[str, ...]:
+    return False if no_references else ("random",) if no_full_reference else True
 
 
 def common(f):
@@ -97,7 +104,7 @@ def common(f):
 def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None, sets: tuple[str, ...], seed: int,
                  analysis: bool, protocol: str, source: str, imagenet_root: Path | None, data_path: Path | None,
                  repo_id: str | None, revision: str | None, epochs: int | None, seeds: str | None,
-                 device: str | None, batched: bool, no_references: bool) -> None:
+                 device: str | None, batched: bool, no_references: bool, no_full_reference: bool) -> None:
     """Distil a subset with a method, score it under a protocol, write the set and its result record.
 
     Shows progress per evaluation seed and epoch and a summary at the end: per-seed top-1, mean ± std, the
@@ -119,7 +126,7 @@ def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None,
                             source=_source(source, imagenet_root, data_path, repo_id, revision),
                             out=out, method_config=parse_sets(sets),
                             overrides=overrides, seed=seed, device=device, batched=batched,
-                            references=not no_references, analysis=analysis)
+                            references=_references(no_references, no_full_reference), analysis=analysis)
     click.echo(f"\ndistilled set: {out / 'distilled'}")
     if analysis:
         click.echo(f"analysis: {out / 'analysis'}")
@@ -134,7 +141,7 @@ def evaluate_cmd(method: str, subset: str, ipc: int, res: int, out: Path | None,
 def eval_distilled_cmd(folder: Path, subset: str, out: Path | None, protocol: str, source: str,
                        imagenet_root: Path | None, data_path: Path | None, repo_id: str | None, revision: str | None,
                        epochs: int | None, seeds: str | None, device: str | None, batched: bool,
-                       no_references: bool) -> None:
+                       no_references: bool, no_full_reference: bool) -> None:
     """Score a distilled-set folder produced elsewhere (`compdd import` turns .pt files or PNGs into one).
 
     \b
@@ -146,7 +153,7 @@ def eval_distilled_cmd(folder: Path, subset: str, out: Path | None, protocol: st
     out = out or folder / RESULT_FILE
     record = run_eval_distilled(folder, subset, protocol=protocol,
                                 source=_source(source, imagenet_root, data_path, repo_id, revision), out=out, overrides=_overrides(epochs, seeds), device=device, batched=batched,
-                                references=not no_references)
+                                references=_references(no_references, no_full_reference))
     _summary(record, out)
 
 

@@ -19,7 +19,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +42,7 @@ RANDOM_REFERENCE_SEED = 0  # the random reference draws its images with this see
 RESULT_FILE = "result.json"
 DISTILLED_DIR = "distilled"
 ANALYSIS_DIR = "analysis"
+REFERENCE_KINDS = ("random", "full")
 
 
 def default_device() -> str:
@@ -209,7 +210,7 @@ def reference(
 
     Returns (its result record, the cache file or None).
     """
-    if kind not in ("random", "full"):
+    if kind not in REFERENCE_KINDS:
         raise ValueError(f"reference kind must be 'random' or 'full', got {kind!r}")
     if kind == "random" and not ipc:
         raise ValueError("the random reference needs an ipc")
@@ -318,13 +319,14 @@ def score_set(
     teacher: TeacherLike = None,
     device: str | torch.device | None = None,
     batched: bool = False,
-    references: bool = True,
+    references: bool | Collection[str] = True,
     wall_time_s: Mapping[str, float] | None = None,
     progress: bool = True,
 ) -> ResultRecord:
     """Score a saved set (``artifact_dir`` holds it), add the references (needs ``train``), build the record.
 
     ``protocol`` is the standard one and ``overrides`` the changes to it, so the record can say what was changed.
+    ``references``: ``True`` for both (``random`` and ``full``), ``False`` for none, or the kinds to run.
     """
     proto, applied = resolve_protocol(protocol, overrides)
     device = torch.device(device or default_device())
@@ -336,11 +338,12 @@ def score_set(
                                progress=progress)
     walls = {**(wall_time_s or {}), "evaluate": round(time.perf_counter() - t0, 3)}
     refs: dict[str, Reference] = {}
-    if references:
+    kinds = reference_kinds(references)
+    if kinds:
         if train is None:
             raise ValueError("references need the training split")
         t0 = time.perf_counter()
-        for kind in ("random", "full"):
+        for kind in kinds:
             rec, path = reference(kind, train, test, protocol, ipc=ipc, overrides=overrides, teacher=teacher,
                                   device=device, batched=batched, progress=progress)
             refs[kind] = _as_reference(rec, path)
@@ -359,10 +362,20 @@ def score_set(
         versions=versions(), git_commit=git_commit(), hardware=hardware(device), wall_time_s=walls)
 
 
-def _needs_train(proto: Protocol, references: bool, teacher: TeacherLike) -> bool:
+def reference_kinds(references: bool | Collection[str]) -> tuple[str, ...]:
+    """The reference kinds to run, in order, from ``True`` (both), ``False`` (none) or a collection of kinds."""
+    if isinstance(references, bool):
+        return REFERENCE_KINDS if references else ()
+    bad = sorted(set(references) - set(REFERENCE_KINDS))
+    if bad:
+        raise ValueError(f"unknown reference kind(s) {bad}; choose from {', '.join(REFERENCE_KINDS)}")
+    return tuple(k for k in REFERENCE_KINDS if k in references)
+
+
+def _needs_train(proto: Protocol, references: bool | Collection[str], teacher: TeacherLike) -> bool:
     from compdd.teachers import protocol_needs_teacher
 
-    return references or (teacher is None and protocol_needs_teacher(proto))
+    return bool(reference_kinds(references)) or (teacher is None and protocol_needs_teacher(proto))
 
 
 def run_evaluation(
@@ -381,7 +394,7 @@ def run_evaluation(
     teacher: TeacherLike = None,
     device: str | torch.device | None = None,
     batched: bool = False,
-    references: bool = True,
+    references: bool | Collection[str] = True,
     analysis: bool = False,
     progress: bool = True,
 ) -> ResultRecord:
@@ -440,7 +453,7 @@ def run_eval_distilled(
     teacher: TeacherLike = None,
     device: str | torch.device | None = None,
     batched: bool = False,
-    references: bool = True,
+    references: bool | Collection[str] = True,
     progress: bool = True,
 ) -> ResultRecord:
     """Score a distilled-set folder made elsewhere (``compdd eval-distilled``); write ``out`` (a JSON file) if given."""
