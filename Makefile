@@ -1,5 +1,5 @@
 # Two entry points that work on a fresh machine with only Python >= 3.10:
-#   make demo   - create .venv, install compdd, run the main job on the embedded sample ImageNet
+#   make demo   - create .venv, install compdd, run the main job (compdd demo --quick) on the embedded sample ImageNet
 #   make test   - create .venv, install compdd[dev], run the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.compdd-installed
 DEMO_OUT ?= demo-out
 
-.PHONY: venv demo test test-slow lint clean
+.PHONY: venv demo demo-full test test-slow lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/compdd info
-	$(BIN)/compdd make-sample-imagenet $(DEMO_OUT)/sample-in1k --overwrite
+	$(BIN)/compdd demo --quick --out $(DEMO_OUT)
+
+demo-full: $(STAMP)
+	$(BIN)/compdd demo --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
