@@ -111,8 +111,10 @@ def main() -> None:
             best[name] = min(best[name], time.perf_counter() - t)
 
     dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
+    import torchcam
+
     print(f"{args.arch} at {args.size} px, batch {args.batch_size}, {args.images} images/round, best of {args.repeat}; "
-          f"device: {dev_name}; torch {torch.__version__}")
+          f"device: {dev_name}; torch {torch.__version__}; torchcam {torchcam.__version__}")
     base = best["(a) torchcam GradCAM"]
     print(f"{'engine':46s} {'img/s':>8s} {'vs (a)':>7s} {'max |map - torchcam|':>21s} {'same share >= 0.5':>18s}")
     for name, t in best.items():
