@@ -8,7 +8,8 @@ import click
 @click.command("demo")
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False),
               help="Folder for every artifact (replaced on each run).")
-@click.option("--quick", is_flag=True, help="Smaller sizes: about 2 minutes on 2 CPU cores instead of about 10.")
+@click.option("--quick", is_flag=True,
+              help="Smaller sizes: about 2 minutes on 2 CPU cores instead of about 5 (numbers too noisy to compare).")
 @click.option("--device", default=None, help="torch device; default cuda if available, else cpu.")
 def demo_cmd(out: str, quick: bool, device: str | None) -> None:
     """Walk through Comp-DD end to end on a generated sample ImageNet: no ImageNet, no network, no GPU.
