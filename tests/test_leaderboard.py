@@ -139,6 +139,20 @@ def test_schema_rule(tmp_path: Path, text: str, says: str) -> None:
     assert rules_of(ei) == {"schema"} and says in str(ei.value)
 
 
+def test_records_written_before_the_kd_augmentation_keys_still_match_their_protocol(tmp_path: Path) -> None:
+    """A record's protocol_config lacking keys added later with defaults (crop_scale, flip, cutmix_beta) is the same
+    protocol; a changed value of such a key is not."""
+    old = measured()
+    for key in ("crop_scale", "flip", "cutmix_beta"):
+        del old["protocol_config"]["augmentation"][key]
+    submit_local(write(tmp_path, old), tmp_path / "lb")
+    changed = measured(subset="bird-easy")
+    changed["protocol_config"]["augmentation"]["crop_ratio"] = 0.25
+    with pytest.raises(SubmissionRejected) as ei:
+        submit_local(write(tmp_path, changed, "b.json"), tmp_path / "lb")
+    assert "augmentation: record" in str(ei.value)
+
+
 def test_no_silent_overwrite(tmp_path: Path) -> None:
     submit_local(write(tmp_path, measured()), tmp_path / "lb")
     better = write(tmp_path, measured(accs=(50.0, 51.0, 52.0, 53.0, 54.0)), "better.json")

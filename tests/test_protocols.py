@@ -92,3 +92,26 @@ def test_parse_errors_name_the_file_and_field():
     with pytest.raises(ProtocolError, match="mine.yaml: label_mode"):
         parse_protocol({**doc, "label_mode": "fuzzy"}, "mine.yaml")
     assert isinstance(parse_protocol(doc), Protocol)
+
+
+def test_kd_augmentation_is_declared_in_the_protocol():
+    import torch
+
+    from compdd.evaluation.protocols import AugmentSpec, get_protocol
+    from compdd.evaluation.trainer import make_augment
+    from compdd.teachers import kd_crop_cutmix
+
+    kd = get_protocol("kd-v1").augmentation
+    assert (kd.name, kd.crop_scale, kd.flip, kd.cutmix_beta) == ("kd-crop-cutmix", (0.08, 1.0), True, 1.0)
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(make_augment(kd, torch.device("cpu"))(x, 7), kd_crop_cutmix(x, 7))
+    # the whole image, unflipped, one image (no CutMix partner): the identity up to bilinear rounding
+    same = make_augment(AugmentSpec(name="kd-crop-cutmix", crop_scale=(1.0, 1.0), flip=False), torch.device("cpu"))
+    assert torch.allclose(same(x[:1], 3), x[:1], atol=1e-6)
+    assert not torch.allclose(make_augment(kd, torch.device("cpu"))(x[:1], 3), x[:1], atol=1e-3)
+    with pytest.raises(ValueError, match="crop_scale configure kd-crop-cutmix, not 'dsa'"):
+        AugmentSpec(name="dsa", crop_scale=(0.5, 1.0))
+    with pytest.raises(ValueError, match="crop_ratio configure dsa, not 'kd-crop-cutmix'"):
+        AugmentSpec(name="kd-crop-cutmix", crop_ratio=0.25)
+    with pytest.raises(ValueError, match="crop_scale must satisfy 0 < low <= high <= 1"):
+        AugmentSpec(name="kd-crop-cutmix", crop_scale=(0.5, 0.2))

@@ -134,8 +134,8 @@ def test_mtt_ftd_datm_beat_random_real_images_at_ipc1(make_sample):
                   lr_img=1000.0, checkpoint_every=0)
     extra = {"mtt": {}, "ftd": {"ema_decay": 0.95},
              "datm": {"window_initial_max": 3, "window_expansion_end": 50, "lr_label": 2.0, "update_threshold": 3.0}}
-    for name, kw in extra.items():
-        ds = compdd.create_method(name, subset="bird-easy", ipc=1, res=32, **common, **kw).distill(
-            train, 1, seed=0, progress=False)
-        acc = top1(ds)
-        assert acc > random_mean + 5, f"{name}: {acc:.1f}% vs random {random_mean:.1f}%"
+    acc = {name: top1(compdd.create_method(name, subset="bird-easy", ipc=1, res=32, **common, **kw).distill(
+        train, 1, seed=0, progress=False)) for name, kw in extra.items()}
+    print(f"dd-v1 (300 epochs, seeds 0-1) top-1: random {random_mean:.1f}", {k: round(v, 1) for k, v in acc.items()})
+    for name, a in acc.items():
+        assert a > random_mean + 5, f"{name}: {a:.1f}% vs random {random_mean:.1f}%"

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compdd.registry import Registry
 
@@ -53,10 +53,28 @@ class ScheduleSpec(BaseModel):
 
 
 class AugmentSpec(BaseModel):
+    """The per-batch augmentation. ``strategy``/``crop_ratio`` configure ``dsa``; ``crop_scale``/``flip``/
+    ``cutmix_beta`` configure ``kd-crop-cutmix`` (per-image RandomResizedCrop + flip, then CutMix on the batch)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Literal["dsa", "none", "kd-crop-cutmix"] = "dsa"
     strategy: str = "color_crop_cutout_flip_scale_rotate"
     crop_ratio: float = 0.125
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    flip: bool = True
+    cutmix_beta: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _fields_of_another_augmentation(self) -> AugmentSpec:
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        defaults = AugmentSpec.model_construct()
+        for owner, keys in (("dsa", ("strategy", "crop_ratio")), ("kd-crop-cutmix", ("crop_scale", "flip", "cutmix_beta"))):
+            stray = [k for k in keys if self.name != owner and getattr(self, k) != getattr(defaults, k)]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} configure {owner}, not {self.name!r}")
+        return self
 
 
 class Protocol(BaseModel):

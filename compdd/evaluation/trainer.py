@@ -114,9 +114,11 @@ def make_augment(spec: AugmentSpec, device: torch.device) -> Augment | None:
 
         return DSA(spec.strategy, crop_ratio=spec.crop_ratio)
     if spec.name == "kd-crop-cutmix":
+        from functools import partial
+
         from compdd.teachers import kd_crop_cutmix
 
-        return kd_crop_cutmix
+        return partial(kd_crop_cutmix, crop_scale=spec.crop_scale, flip=spec.flip, cutmix_beta=spec.cutmix_beta)
     raise TrainerError(f"augmentation {spec.name!r} is not available in this trainer")
 
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from compdd.benchmark import Subset, get_subset
 from compdd.evaluation.protocols import PROTOCOLS, Protocol, ProtocolError
 from compdd.evaluation.records import RecordError, ResultRecord
@@ -68,6 +70,15 @@ def _json(x: Any) -> Any:
     return json.loads(json.dumps(x, sort_keys=True))
 
 
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The record's protocol_config with fields added since it was written filled in by their defaults, so a record
+    made before a compatible schema addition (e.g. the kd-crop-cutmix keys) still matches its protocol."""
+    try:
+        return Protocol.model_validate(config).model_dump(mode="json")
+    except ValidationError:
+        return config
+
+
 def _protocol_rules(rec: ResultRecord) -> tuple[list[Violation], Protocol | None]:
     """Check the protocol; return the effective protocol (with overrides) when it is a runnable one."""
     if rec.protocol in REPORTED_PROTOCOLS:
@@ -92,7 +103,7 @@ def _protocol_rules(rec: ResultRecord) -> tuple[list[Violation], Protocol | None
     if rec.source == "measured" and not rec.protocol_config:
         out.append(Violation("protocol", "a measured record must carry the protocol_config it ran with"))
     want = _json(effective.model_dump(mode="json"))
-    got = _json(rec.protocol_config)
+    got = _json(_with_defaults(rec.protocol_config))
     bad = sorted(k for k in got if k not in want or got[k] != want[k])
     if bad:
         diffs = "; ".join(f"{k}: record {got[k]!r} vs {rec.protocol} {want.get(k, '(no such key)')!r}" for k in bad)
