@@ -13,14 +13,14 @@ Each step is the same library call the real commands make; only the sizes are sm
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+# Methods that distil from the GSAM expert trajectories the demo trains.
+TM_METHODS = frozenset({"datm", "edf"})
 
 Echo = Callable[[str], None]
 
@@ -153,7 +153,7 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "cpu", echo:
          "`compdd evaluate` runs it by default)")
     for name in eval_subsets:
         experts = out / "experts" / name
-        if {"datm", "edf", "mtt", "ftd"} & set(s.methods):
+        if TM_METHODS & set(s.methods):
             echo(f"  training {s.experts} expert trajectories on {name} ({s.tm_model}, GSAM, "
                  f"{s.expert_epochs} epochs)")
             train = load_split(name, "train", s.eval_res, root=root, progress=False)
@@ -161,7 +161,7 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "cpu", echo:
                                                        lr=s.expert_lr), s.experts, device=device, progress=progress)
         for method in s.methods:
             run_dir = out / "runs" / f"{method}-{name}"
-            cfg = _tm_config(s, experts, run_dir / "checkpoints") if method in {"datm", "edf", "mtt", "ftd"} else {}
+            cfg = _tm_config(s, experts, run_dir / "checkpoints") if method in TM_METHODS else {}
             rec = run_evaluation(method, name, 1, res=s.eval_res, imagenet_root=root, out=run_dir,
                                  method_config=cfg, overrides=overrides, device=device, references=("random",),
                                  progress=progress)
