@@ -107,7 +107,8 @@ def test_experts_then_evaluate_datm_end_to_end(sample_root, tmp_path):
 def test_mtt_ftd_datm_beat_random_real_images_at_ipc1(make_sample):
     """Sample ImageNet bird-easy at 32 px, IPC 1: each method beats the mean of three random-real draws under the
     same short protocol (dd-v1 with 300 epochs, seeds 0 and 1). Experts and the student are a narrow ConvNet
-    (width 32) to keep CPU time down; the protocol scores with the standard convnet_d3. ~5 min on 2 quiet CPU cores."""
+    (width 32) to keep CPU time down; the protocol scores with the standard convnet_d3. ~6 min on 2 quiet CPU cores.
+    Measured: random 47.7, mtt 71.5, ftd 69.5, datm 72.5."""
     from compdd.evaluation.protocols import get_protocol
     from compdd.evaluation.run import evaluate_distilled
     from compdd.methods.tm.experts import ExpertConfig, default_experts_dir, train_experts
