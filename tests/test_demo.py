@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from compdd.benchmark import load_definition
 from compdd.cli import main
+from compdd.demo import QUICK
 from compdd.distilled import DistilledSet
 from compdd.evaluation.records import ResultRecord
 
@@ -65,4 +66,4 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     row = re.search(r"^  bird-easy +([\d.]+) +([\d.]+) +([\d.]+)$", text, re.M)
     assert row is not None, text
     assert [float(x) for x in row.groups()] == [round(easy[m], 1) for m in METHODS]
-    assert json.loads((out / "scores" / "run.json").read_text())["scorer"]["trained"]["epochs"] == 16
+    assert json.loads((out / "scores" / "run.json").read_text())["scorer"]["trained"]["epochs"] == QUICK.scorer_epochs
