@@ -70,7 +70,8 @@ class AugmentSpec(BaseModel):
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(self.crop_scale)}")
         defaults = AugmentSpec.model_construct()
-        for owner, keys in (("dsa", ("strategy", "crop_ratio")), ("kd-crop-cutmix", ("crop_scale", "flip", "cutmix_beta"))):
+        owners = {"dsa": ("strategy", "crop_ratio"), "kd-crop-cutmix": ("crop_scale", "flip", "cutmix_beta")}
+        for owner, keys in owners.items():
             stray = [k for k in keys if self.name != owner and getattr(self, k) != getattr(defaults, k)]
             if stray:
                 raise ValueError(f"{', '.join(stray)} configure {owner}, not {self.name!r}")

@@ -402,7 +402,8 @@ def run_evaluation(
 
     Writes ``out/distilled/`` (the set) and ``out/result.json`` (the record) when ``out`` is given; the record is
     returned either way. ``analysis=True`` (needs ``out``) also writes the method's analysis files into
-    ``out/analysis/`` (see :meth:`Method.write_analysis`). The method gets its shipped preset for (subset, ipc, res), overridden by ``method_config``.
+    ``out/analysis/`` (see :meth:`Method.write_analysis`). The method gets its shipped preset for
+    (subset, ipc, res), overridden by ``method_config``.
     ``source`` is ``"imagenet"`` (with ``imagenet_root``) or a :class:`DataSource` for local/Hub data.
     """
     from compdd.methods import ConfigError, create_method
